@@ -1,0 +1,24 @@
+"""The sink seam: emit a finding (new, or a higher version of one), flush durably, close.
+
+A finding's ``id`` is its cluster id and ``version`` grows with each update; a sink treats a higher
+version of an id it has seen as an update (edit the Slack message, publish on the same Kafka key,
+append a JSONL line). ``flush`` is called at each checkpoint: return only when everything emitted so
+far is durable (or raise ``SinkError``); only then are source positions committed.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from triage.model import Finding
+
+
+@runtime_checkable
+class Sink(Protocol):
+    name: str
+
+    async def emit(self, finding: Finding) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def aclose(self) -> None: ...

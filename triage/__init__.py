@@ -1,0 +1,3 @@
+"""triage: incident log-triage streaming pipeline."""
+
+__version__ = "0.1.0"

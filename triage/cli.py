@@ -1,0 +1,185 @@
+"""The command line: parses arguments, builds Settings once, wires the pipeline and runs it.
+
+This is the one place where ``triage`` (the core) and ``connectors`` (the outside world) meet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from triage import __version__
+from triage.errors import ConfigError, TriageError
+from triage.settings import Settings, load_settings
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="triage", description="Incident log triage: cluster errors as they happen.")
+    p.add_argument("--version", action="version", version=f"triage {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML settings file (see config/triage.example.toml)")
+    common.add_argument("--state-dir", type=Path, help="where the store lives (default .triage/)")
+    common.add_argument("--sink", action="append", dest="sinks", metavar="SINK",
+                        help="terminal | jsonl:PATH (repeatable; replaces the configured sinks)")
+    common.add_argument("--no-color", action="store_true", help="plain terminal output")
+    common.add_argument("--quiet", action="store_true", help="no findings on the terminal sink's console")
+
+    run = sub.add_parser("run", parents=[common], help="run the pipeline on configured sources until stopped")
+    run.add_argument("--source", action="append", dest="sources", metavar="SOURCE",
+                     help="file:GLOB | stdin (repeatable; replaces the configured sources)")
+    run.add_argument("--once", action="store_true", help="read the sources to their end, flush and exit (replay)")
+
+    demo = sub.add_parser("demo", parents=[common], help="replay the bundled sample incident (no network)")
+    demo.add_argument("--top", type=int, default=25, help="rows in the final cluster table")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "run":
+            return _run(args)
+    except (TriageError, BaseExceptionGroup) as e:
+        error = _triage_error(e)
+        if error is None:
+            raise
+        if isinstance(error, ConfigError):
+            print(f"triage: configuration error: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"triage: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_ERROR  # pragma: no cover - argparse requires a command
+
+
+def _triage_error(e: BaseException) -> TriageError | None:
+    """The first TriageError in ``e`` (task groups wrap errors of their stages in exception groups)."""
+    if isinstance(e, TriageError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _triage_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _configure_logging() -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]  # duck-typed stream
+    )
+
+
+class _Stderr:
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after configuration)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {"state_dir": args.state_dir, **extra}
+    if args.sinks:
+        overrides["sinks"] = tuple(args.sinks)
+    if getattr(args, "sources", None):
+        overrides["sources"] = tuple(args.sources)
+    return load_settings(args.config, **overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from triage.app import build, print_counters
+
+    settings = _settings(args)
+    if not settings.sources:
+        raise ConfigError("no sources: give --source file:GLOB or stdin, or 'sources' in --config")
+    app = build(settings, follow=not args.once, color=False if args.no_color else None, quiet=args.quiet)
+    try:
+        code = _run_until_signalled(app)
+        print_counters(app, file=sys.stderr)
+    finally:
+        app.store.close()
+    return code
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from triage.app import build, print_clusters, print_counters
+    from triage.demo import sample_glob
+
+    temp = None
+    state_dir = args.state_dir
+    if state_dir is None:  # a fresh store each time, so the demo always shows the whole incident
+        temp = Path(tempfile.mkdtemp(prefix="triage-demo-"))
+        state_dir = temp
+    try:
+        settings = _settings(args, sources=(f"file:{sample_glob()}",), state_dir=state_dir)
+        app = build(settings, follow=False, color=False if args.no_color else None, quiet=args.quiet,
+                    source_name="demo")
+        print("triage demo: replaying the bundled sample incident (4 services, ~30 min of logs) "
+              "with the model-free summarizer\n", file=sys.stderr)
+        try:
+            code = _run_until_signalled(app)
+            print_clusters(app, top=args.top)
+            print_counters(app, file=sys.stdout)
+        finally:
+            app.store.close()
+        return code
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _run_until_signalled(app: Any) -> int:
+    """First SIGINT/SIGTERM drains and checkpoints; a second one exits at once."""
+    result = {"code": EXIT_OK}
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def on_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    seen = 0
+                    async for _ in signals:
+                        seen += 1
+                        if seen == 1:
+                            print("\ntriage: stopping: draining and checkpointing (again to exit now)",
+                                  file=sys.stderr)
+                            app.pipeline.stop()
+                        else:
+                            result["code"] = EXIT_INTERRUPTED
+                            tg.cancel_scope.cancel()
+
+            tg.start_soon(on_signals)
+            try:
+                await app.pipeline.run()
+            finally:
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    return result["code"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

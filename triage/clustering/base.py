@@ -1,0 +1,45 @@
+"""The clustering seam: event in, (cluster, parameters) out.
+
+Engines keep a bounded table of live clusters. The pipeline calls ``add`` for every event, reads
+``clusters()`` to persist them at checkpoints, and ``restore`` at start-up with what the store kept.
+Evicted clusters (least recently seen, beyond the cap) are handed to ``on_evict`` so the store keeps
+them; a later event of an evicted cluster recreates it under the same id (ids are stable hashes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from triage.model import Cluster, Event
+
+
+@dataclass(slots=True)
+class Match:
+    """The result of clustering one event."""
+
+    cluster: Cluster
+    created: bool  # the cluster did not exist before this event
+    params: tuple[str, ...] = ()  # values at the template's wildcards
+
+
+EvictHook = Callable[[Cluster], None]
+
+
+class Clusterer(Protocol):
+    def add(self, event: Event) -> Match:
+        """Assign ``event`` to a cluster (creating one if needed), update counts and samples."""
+        ...
+
+    def clusters(self) -> Iterator[Cluster]:
+        """The live clusters."""
+        ...
+
+    def get(self, cluster_id: str) -> Cluster | None:
+        """A live cluster by id (or by an alias id it absorbed)."""
+        ...
+
+    def restore(self, clusters: Iterable[Cluster]) -> None:
+        """Load clusters kept by the store, keeping their ids, counts and first-seen times."""
+        ...

@@ -1,0 +1,300 @@
+"""The pipeline: stages in one task group, joined by bounded channels, with one shutdown path.
+
+::
+
+    read (one task per source) ──batches──▶ decode+assemble+redact ──events──▶ cluster+detect
+        ──findings──▶ deliver (sinks; at each Checkpoint: store.flush, sinks.flush, source.commit)
+
+Each channel holds at most ``queue_batches`` items (a batch is one read of a source, up to a few
+thousand records), so a slow stage slows the sources instead of growing memory. ``Checkpoint``
+barriers travel behind the records they cover; the assembler lowers a barrier's position for a stream
+whose trace it still holds, so a commit never covers a record that is not processed.
+
+Shutdown: ``stop()`` (first Ctrl-C) closes the sources; each stage ends when its input closes, after
+forwarding what it holds; the last barrier commits. Cancelling the task group (second Ctrl-C) exits at
+once without committing: the records since the last checkpoint are read again on the next start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from connectors.sinks.base import Sink
+from connectors.sources.base import DeadLetterSource, Source
+from triage.accounting import Counters
+from triage.clustering.base import Clusterer
+from triage.detect import Detector
+from triage.model import Checkpoint, Cluster, Event, Finding, Record, Summary
+from triage.parsing import Decoder, MultilineAssembler
+from triage.settings import PipelineSettings
+from triage.store import Store
+
+log = structlog.get_logger("triage.pipeline")
+
+RecordItem = list[Record] | Checkpoint
+EventItem = list[Event] | Checkpoint
+FindingItem = Finding | Checkpoint
+
+
+class EventStep(Protocol):
+    """A processing step applied to every assembled event before clustering (redaction)."""
+
+    def __call__(self, event: Event) -> Event: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Optional callbacks for observers (the demo's progress, tests)."""
+
+    on_finding: Callable[[Finding], None] | None = None
+    on_checkpoint: Callable[[Checkpoint], None] | None = None
+
+
+class Pipeline:
+    """Wires sources → decode → cluster → detect → sinks around one store."""
+
+    def __init__(
+        self,
+        *,
+        sources: Sequence[Source],
+        sinks: Sequence[Sink],
+        store: Store,
+        clusterer: Clusterer,
+        detector: Detector,
+        summarize: Callable[[Finding], Summary],
+        settings: PipelineSettings,
+        max_line_bytes: int = 65_536,
+        steps: Sequence[EventStep] = (),
+        counters: Counters | None = None,
+        hooks: Hooks = Hooks(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sources = list(sources)
+        self.sinks = list(sinks)
+        self.store = store
+        self.clusterer = clusterer
+        self.detector = detector
+        self.summarize = summarize
+        self.settings = settings
+        self.counters = counters if counters is not None else Counters()
+        self.steps = list(steps)
+        self.hooks = hooks
+        self._clock = clock
+        self._decoder = Decoder(self.counters, max_line_bytes=max_line_bytes)
+        self._assembler = MultilineAssembler(
+            self.counters, max_event_lines=settings.max_event_lines, max_event_bytes=settings.max_event_bytes,
+            clock=clock,
+        )
+        self._stopping = anyio.Event()
+        self._by_name = {s.name: s for s in self.sources}
+        if len(self._by_name) != len(self.sources):
+            raise ValueError("source names must be unique")
+        self.checkpoints = 0
+        self.close_timeout_s = 5.0
+
+    # --- control ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: sources close, stages drain, the last checkpoint commits."""
+        self._stopping.set()
+
+    async def run(self) -> Counters:
+        """Run until every source has ended (replay) or ``stop()`` was called, then return counters."""
+        records_tx, records_rx = anyio.create_memory_object_stream[RecordItem](self.settings.queue_batches)
+        events_tx, events_rx = anyio.create_memory_object_stream[EventItem](self.settings.queue_batches)
+        findings_tx, findings_rx = anyio.create_memory_object_stream[FindingItem](
+            self.settings.queue_batches * 64)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_stop)
+                async with records_tx:
+                    for source in self.sources:
+                        tg.start_soon(self._read, source, records_tx.clone())
+                tg.start_soon(self._decode, records_rx, events_tx)
+                tg.start_soon(self._cluster, events_rx, findings_tx)
+                await self._deliver(findings_rx)
+                self._stopping.set()  # releases _watch_stop
+        finally:
+            # Bounded, so that a hung sink cannot keep a second Ctrl-C from exiting.
+            with anyio.move_on_after(self.close_timeout_s, shield=True):
+                for sink in self.sinks:
+                    try:
+                        await sink.aclose()
+                    except Exception:  # a sink failing to close must not hide the original error
+                        log.exception("sink close failed", sink=sink.name)
+                for source in self.sources:
+                    await source.aclose()
+        return self.counters
+
+    async def _watch_stop(self) -> None:
+        await self._stopping.wait()
+        for source in self.sources:
+            await source.aclose()
+
+    # --- stages ------------------------------------------------------------------------------------
+
+    async def _read(self, source: Source, out: ObjectSendStream[RecordItem]) -> None:
+        counters = self.counters
+        every_n = self.settings.checkpoint_records
+        every_s = self.settings.checkpoint_interval_s
+        positions: dict[str, int] = {}
+        since = 0
+        last = self._clock()
+        async with out:
+            async for batch in source.batches():
+                if not batch:
+                    continue
+                counters.read += len(batch)
+                rejected = False
+                for r in batch:
+                    positions[r.stream] = r.end
+                    if r.dead_letter is not None:
+                        rejected = True
+                if rejected:
+                    batch = await self._dead_letter(source, batch)
+                await out.send(batch)
+                since += len(batch)
+                now = self._clock()
+                if since >= every_n or now - last >= every_s:
+                    await out.send(Checkpoint(source.name, dict(positions)))
+                    since, last = 0, now
+            await out.send(Checkpoint(source.name, dict(positions), final=True))
+
+    async def _dead_letter(self, source: Source, batch: list[Record]) -> list[Record]:
+        """Hand records the source marked to its dead-letter place; pass the others on."""
+        keep = []
+        for r in batch:
+            if r.dead_letter is None:
+                keep.append(r)
+            elif isinstance(source, DeadLetterSource):
+                await source.dead_letter(r)
+                self.counters.dead_lettered += 1
+            else:
+                self.counters.drop(r.dead_letter)
+        return keep
+
+    async def _decode(self, inp: ObjectReceiveStream[RecordItem], out: ObjectSendStream[EventItem]) -> None:
+        decoder, assembler, steps = self._decoder, self._assembler, self.steps
+        quiet = self.settings.multiline_quiet_ms / 1000
+        async with inp, out:
+            while True:
+                deadline = assembler.next_deadline(quiet)
+                item: RecordItem | None = None
+                if deadline is None:
+                    try:
+                        item = await inp.receive()
+                    except anyio.EndOfStream:
+                        break
+                else:
+                    with anyio.move_on_after(max(0.0, deadline - self._clock())):
+                        try:
+                            item = await inp.receive()
+                        except anyio.EndOfStream:
+                            break
+                    if item is None:  # quiet time passed: the held trace is complete
+                        done = assembler.flush_idle(self._clock(), quiet)
+                        if done:
+                            await out.send(_apply(steps, done))
+                        continue
+                if isinstance(item, Checkpoint):
+                    if item.final:
+                        done = assembler.flush_all()
+                        if done:
+                            await out.send(_apply(steps, done))
+                    _lower_positions(item.positions, assembler.pending_offsets())
+                    await out.send(item)
+                    continue
+                events: list[Event] = []
+                for record in item:
+                    event = decoder(record)
+                    if event is not None:
+                        events.extend(assembler.push(event))
+                if events:
+                    await out.send(_apply(steps, events))
+            done = assembler.flush_all()
+            if done:
+                await out.send(_apply(steps, done))
+
+    async def _cluster(self, inp: ObjectReceiveStream[EventItem], out: ObjectSendStream[FindingItem]) -> None:
+        clusterer, store, detector, counters = self.clusterer, self.store, self.detector, self.counters
+        async with inp, out:
+            async for item in inp:
+                if isinstance(item, Checkpoint):
+                    await out.send(item)
+                    continue
+                for event in item:
+                    match = clusterer.add(event)
+                    cluster = match.cluster
+                    counters.clustered += 1
+                    if match.created:
+                        _merge_evicted(cluster, store.get_cluster(cluster.id))
+                    store.touch(cluster)
+                    store.count(cluster.id, event.timestamp)
+                    finding = detector.observe(event, match)
+                    if finding is not None:
+                        finding = finding.model_copy(update={"summary": self.summarize(finding)})
+                        store.add_finding(finding)
+                        counters.findings += 1
+                        await out.send(finding)
+
+    async def _deliver(self, inp: ObjectReceiveStream[FindingItem]) -> None:
+        async with inp:
+            async for item in inp:
+                if isinstance(item, Checkpoint):
+                    await self._checkpoint(item)
+                    continue
+                for sink in self.sinks:
+                    await sink.emit(item)
+                if self.hooks.on_finding is not None:
+                    self.hooks.on_finding(item)
+
+    async def _checkpoint(self, cp: Checkpoint) -> None:
+        """Make everything up to ``cp`` durable, then commit the source's positions."""
+        self.store.flush()
+        for sink in self.sinks:
+            await sink.flush()
+        await self._by_name[cp.source].commit(cp.positions)
+        self.checkpoints += 1
+        if self.hooks.on_checkpoint is not None:
+            self.hooks.on_checkpoint(cp)
+
+
+def _apply(steps: Sequence[EventStep], events: list[Event]) -> list[Event]:
+    if not steps:
+        return events
+    out = []
+    for event in events:
+        for step in steps:
+            event = step(event)
+        out.append(event)
+    return out
+
+
+def _lower_positions(positions: dict[str, int], pending: Mapping[str, int]) -> None:
+    for stream, offset in pending.items():
+        if stream in positions and offset < positions[stream]:
+            positions[stream] = offset
+
+
+def _merge_evicted(cluster: Cluster, kept: Cluster | None) -> None:
+    """A cluster re-created after eviction continues the one the store kept (same stable id)."""
+    if kept is None or kept is cluster:
+        return
+    cluster.count += kept.count
+    cluster.warn_count += kept.warn_count
+    cluster.first_seen = min(cluster.first_seen, kept.first_seen)
+    cluster.last_seen = max(cluster.last_seen, kept.last_seen)
+    cluster.level = max(cluster.level, kept.level)
+    for service, n in kept.services.items():
+        cluster.services[service] = cluster.services.get(service, 0) + n
+    keep = max(len(kept.samples), len(cluster.samples))
+    cluster.samples[:] = (kept.samples + cluster.samples)[:keep]
+    if cluster.exception is None:
+        cluster.exception = kept.exception
