@@ -41,10 +41,15 @@ _Repl = Callable[[re.Match[str]], str]
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
-    """One secret kind: run ``pattern.sub(repl)`` when any of ``triggers`` is in the lowercased text."""
+    """One secret kind: run ``pattern.sub(repl)`` only when the line passes the cheap check.
+
+    The check is either lowercase ``triggers`` (substrings of the lowercased line, for case-insensitive
+    rules) or a case-sensitive ``gate`` regex with a literal prefix (for fixed token prefixes such as
+    ``AKIA`` or ``ghp_``; one such search costs about as much as one substring test).
+    """
 
     kind: str
-    triggers: tuple[str, ...]
+    triggers: tuple[str, ...] | re.Pattern[str]
     pattern: re.Pattern[str]
     repl: _Repl | str
 
@@ -141,15 +146,15 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule(
         "aws_key",
-        ("akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "apka", "abia", "acca"),
+        re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|PKA|BIA|CCA)"),
         re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
         _whole("aws_key"),
     ),
-    _Rule("gcp_api_key", ("aiza",), re.compile(r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _whole("gcp_api_key")),
-    _Rule("gcp_token", ("ya29.",), re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), _whole("gcp_token")),
+    _Rule("gcp_api_key", re.compile("AIza"), re.compile(r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _whole("gcp_api_key")),
+    _Rule("gcp_token", re.compile(r"ya29\."), re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), _whole("gcp_token")),
     _Rule(
         "github_token",
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        re.compile(r"gh(?:[pousr]_|ithub_pat_)"),
         re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"),
         _whole("github_token"),
     ),
@@ -161,25 +166,25 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule(
         "slack_token",
-        ("xox", "xapp-"),
+        re.compile(r"x(?:ox|app-)"),
         re.compile(r"(?<![A-Za-z0-9])(?:xox[abposre]-[A-Za-z0-9-]{8,}|xapp-[0-9]+-[A-Za-z0-9-]{8,})"),
         _whole("slack_token"),
     ),
     _Rule(
         "stripe_key",
-        ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"),
+        re.compile(r"k_(?:live|test)_|whsec_"),
         re.compile(r"(?<![A-Za-z0-9])(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{8,}|whsec_[0-9A-Za-z]{16,})"),
         _whole("stripe_key"),
     ),
     _Rule(
         "jwt",
-        ("eyj",),
+        re.compile("eyJ"),
         re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"),
         _whole("jwt"),
     ),
     _Rule(
         "azure_key",
-        ("accountkey", "sharedaccesskey", "sig="),
+        ("key", "sig="),
         re.compile(
             r"(?P<pre>\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|sig)=)(?!\[REDACTED:)[^;\s\"'&<>]+",
             re.I,
@@ -331,10 +336,14 @@ class Redactor:
         """Replace every secret in ``text`` by a typed marker; returns ``text`` itself when there is none."""
         low = text.lower()
         for rule in _RULES:
-            for trigger in rule.triggers:
-                if trigger in low:
-                    text = rule.pattern.sub(rule.repl, text)
-                    break
+            triggers = rule.triggers
+            if isinstance(triggers, tuple):
+                for trigger in triggers:
+                    if trigger in low:
+                        text = rule.pattern.sub(rule.repl, text)
+                        break
+            elif triggers.search(text):
+                text = rule.pattern.sub(rule.repl, text)
         for pattern in self._extra:
             text = pattern.sub(marker("custom"), text)
         return text

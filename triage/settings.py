@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -64,6 +64,54 @@ class DetectSettings(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
+class KafkaSettings(_Section):
+    """Kafka clients: the ``kafka://HOST:PORT/TOPIC`` source (consumer group) and sink (findings topic).
+
+    The host in a ``kafka://`` URL overrides ``bootstrap_servers``; ``kafka:///TOPIC`` uses it.
+    """
+
+    bootstrap_servers: str = Field("localhost:9092", description="host:port[,host:port...]")
+    client_id: str = "triage"
+    group_id: str = Field("triage", min_length=1, description="consumer group: workers sharing it split partitions")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    dead_letter_topic: str = Field("triage.dead-letter", description='"" = no dead letters (records are marked instead)')
+    findings_topic: str = "triage.findings"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    session_timeout_ms: int = Field(10_000, ge=1_000, le=3_600_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100, le=600_000)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    max_poll_records: int = Field(2_000, ge=1, le=100_000, description="records per batch (one getmany)")
+    poll_timeout_ms: int = Field(200, ge=1, le=60_000, description="how long one empty poll waits")
+    fetch_max_wait_ms: int = Field(200, ge=0, le=60_000)
+    max_record_bytes: int = Field(1024 * 1024, ge=256, description="larger values go to the dead-letter topic")
+    pause_uncommitted_records: int = Field(
+        200_000, ge=1, description="pause a partition with more records read but not committed (resume at half)")
+    revoke_timeout_s: float = Field(10.0, ge=0, le=600, description="how long a revocation waits for commits")
+    commit_timeout_s: float = Field(30.0, gt=0, le=600)
+    acks: Literal["all", "1", "0"] = "all"
+    enable_idempotence: bool = Field(False, description="turn on against Apache Kafka/Redpanda")
+    compression_type: Literal["none", "gzip"] = "none"
+    linger_ms: int = Field(5, ge=0, le=10_000)
+    max_pending_findings: int = Field(10_000, ge=1, description="unacknowledged findings before emit waits")
+    event_source: str = Field("triage", min_length=1, description="the CloudEvents ce_source of findings")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str) -> str:
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        if not parts or any(":" not in p for p in parts):
+            raise ValueError("expected host:port[,host:port...]")
+        return ",".join(parts)
+
+
 class Settings(BaseSettings):
     """All of triage's settings. See ``config/triage.example.toml`` for every key."""
 
@@ -82,6 +130,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     clustering: ClusteringSettings = ClusteringSettings()
     detect: DetectSettings = DetectSettings()
+    kafka: KafkaSettings = KafkaSettings()
 
     @field_validator("sources", "sinks", mode="before")
     @classmethod

@@ -41,6 +41,11 @@ class ModelFreeSummarizer:
             what = _clip(finding.template, 160)
             title = f"{finding.level.capitalize()} in {where}: {_clip(finding.template, 80)}"
         parts = [f"[{LABEL}] New {finding.level} cluster in {where}: {what}."]
+        root = exc
+        while root is not None and root.cause is not None:
+            root = root.cause
+        if root is not None and root is not exc:
+            parts.append(f"Root cause: {root.type}: {_clip(root.message, 160)}.")
         if exc is not None and exc.frames:
             top = next((f for f in exc.frames if f.in_app), exc.frames[0])
             at = f"{top.module}.{top.function}" if top.module else top.function
