@@ -8,7 +8,6 @@ raised ``from`` the original.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -74,5 +73,5 @@ def translate(error: type[TriageError], what: str) -> Iterator[None]:
         yield
     except KafkaError as e:
         raise error(f"{what}: {type(e).__name__}: {e}") from e
-    except (OSError, asyncio.TimeoutError) as e:
+    except OSError as e:  # TimeoutError included
         raise error(f"{what}: {type(e).__name__}: {e}") from e

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -26,9 +27,20 @@ from triage.detect import Detector
 from triage.errors import ConfigError
 from triage.model import Level
 from triage.pipeline import Pipeline
-from triage.settings import Settings
+from triage.redact import Redactor
+from triage.settings import LLMSettings, Settings
+from triage.steps import RedactSecrets
 from triage.store import Store
+from triage.summarize.client import ChatClient, LLMConfig
+from triage.summarize.context import ContextCollector
 from triage.summarize.fallback import ModelFreeSummarizer
+from triage.summarize.stage import SummarizeStage
+from triage.summarize.summarizer import LLMSummarizer
+
+# Where `triage model serve` listens by default, and the model alias it serves.
+LOCAL_PORT = 8080
+LOCAL_BASE_URL = f"http://127.0.0.1:{LOCAL_PORT}/v1"
+LOCAL_ALIAS = "local"
 
 
 @dataclass
@@ -36,6 +48,11 @@ class App:
     settings: Settings
     store: Store
     pipeline: Pipeline
+    llm: LLMSummarizer | None = None
+
+    async def aclose(self) -> None:
+        if self.llm is not None:
+            await self.llm.chat.aclose()
 
 
 def build_sources(settings: Settings, store: Store, *, follow: bool, name: str | None = None) -> list[Source]:
@@ -51,13 +68,24 @@ def build_sources(settings: Settings, store: Store, *, follow: bool, name: str |
             ))
         elif spec in ("stdin", "-"):
             sources.append(StdinSource(max_line_bytes=settings.file.max_line_bytes))
+        elif spec.startswith("kafka://"):
+            from connectors.kafka_common import parse_kafka_url
+            from connectors.sources.kafka import KafkaSource
+
+            servers, topic = parse_kafka_url(spec, settings.kafka)
+            p = settings.pipeline  # a paused partition must always have a checkpoint in flight
+            floor = p.checkpoint_records + p.max_event_lines + settings.kafka.max_poll_records
+            sources.append(KafkaSource(
+                name or spec, [topic], settings.kafka, bootstrap_servers=servers, follow=follow,
+                pause_uncommitted_records=max(settings.kafka.pause_uncommitted_records, floor),
+            ))
         else:
-            raise ConfigError(f"source {spec!r}: expected file:GLOB or stdin")
+            raise ConfigError(f"source {spec!r}: expected file:GLOB, stdin or kafka://HOST:PORT/TOPIC")
     return sources
 
 
 def build_sinks(specs: Sequence[str], *, color: bool | None = None, quiet: bool = False,
-                console_file: TextIO | None = None) -> list[Sink]:
+                console_file: TextIO | None = None, settings: Settings | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     for spec in specs:
         if spec == "terminal":
@@ -65,15 +93,27 @@ def build_sinks(specs: Sequence[str], *, color: bool | None = None, quiet: bool 
                 sinks.append(TerminalSink(file=console_file, color=color))
         elif spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
             sinks.append(JsonlSink(Path(spec[len("jsonl:"):])))
+        elif spec.startswith("kafka://"):
+            from connectors.kafka_common import parse_kafka_url
+            from connectors.sinks.kafka import KafkaSink
+            from triage.settings import KafkaSettings
+
+            kafka = settings.kafka if settings is not None else KafkaSettings()
+            servers, topic = parse_kafka_url(spec, kafka, default_topic=kafka.findings_topic)
+            sinks.append(KafkaSink(topic, kafka, bootstrap_servers=servers, name=spec))
         else:
-            raise ConfigError(f"sink {spec!r}: expected terminal or jsonl:PATH")
+            raise ConfigError(f"sink {spec!r}: expected terminal, jsonl:PATH or kafka://HOST:PORT/TOPIC")
     return sinks
 
 
 def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet: bool = False,
-          source_name: str | None = None, console_file: TextIO | None = None) -> App:
-    """Open the store and build the pipeline described by ``settings``."""
-    sinks = build_sinks(settings.sinks, color=color, quiet=quiet, console_file=console_file)
+          source_name: str | None = None, console_file: TextIO | None = None,
+          transport: httpx.AsyncBaseTransport | None = None) -> App:
+    """Open the store and build the pipeline described by ``settings``.
+
+    ``transport`` (tests) replaces the network under the model client.
+    """
+    sinks = build_sinks(settings.sinks, color=color, quiet=quiet, console_file=console_file, settings=settings)
     store = Store.open(settings.state_dir)
     try:
         sources = build_sources(settings, store, follow=follow, name=source_name)
@@ -81,15 +121,59 @@ def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet:
                                        max_samples=settings.clustering.max_samples, on_evict=store.touch)
         clusterer.restore(store.load_clusters(limit=settings.clustering.max_clusters))
         detector = Detector(min_level=Level[settings.detect.min_level], versions=store.finding_versions())
+        redactor = Redactor(pii=settings.redact.pii, ips=settings.redact.ips,
+                            extra_patterns=settings.redact.extra_patterns)
+        llm = build_llm(settings, redactor=redactor, store=store, transport=transport)
+        stage = SummarizeStage(store=store, detector=detector, fallback=ModelFreeSummarizer(), llm=llm,
+                               settings=settings.llm)
         pipeline = Pipeline(
             sources=sources, sinks=sinks, store=store, clusterer=clusterer, detector=detector,
-            summarize=ModelFreeSummarizer(), settings=settings.pipeline,
-            max_line_bytes=settings.file.max_line_bytes,
+            summarizer=stage, settings=settings.pipeline, max_line_bytes=settings.file.max_line_bytes,
+            steps=[RedactSecrets(redactor)],
+            context=ContextCollector(lines=settings.llm.neighbour_lines, window_s=settings.llm.related_window_s),
         )
     except BaseException:
         store.close()
         raise
-    return App(settings=settings, store=store, pipeline=pipeline)
+    return App(settings=settings, store=store, pipeline=pipeline, llm=llm)
+
+
+def llm_config(settings: LLMSettings) -> LLMConfig:
+    """The client's config from settings: a provider preset, overridden by base_url/api_key."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    common: dict[str, Any] = {
+        "connect_timeout": settings.connect_timeout_s, "read_timeout": settings.read_timeout_s,
+        "max_retries": settings.max_retries, "breaker_failures": settings.breaker_failures,
+        "breaker_reset_s": settings.breaker_reset_s,
+    }
+    if settings.provider == "local":
+        base = settings.base_url or LOCAL_BASE_URL
+        return LLMConfig(base_url=base, model=settings.model or LOCAL_ALIAS, api_key=api_key, **common)
+    if settings.provider is not None:
+        if not settings.model:
+            raise ConfigError(f"setting 'llm.model': required with llm.provider = {settings.provider!r}")
+        return LLMConfig.from_provider(settings.provider, settings.model, base_url=settings.base_url,
+                                       api_key=api_key, **common)
+    if not settings.base_url:
+        raise ConfigError("setting 'llm.base_url': required to use a model")
+    if not settings.model:
+        raise ConfigError("setting 'llm.model': required with llm.base_url")
+    return LLMConfig(base_url=settings.base_url, model=settings.model, api_key=api_key, **common)
+
+
+def build_llm(settings: Settings, *, redactor: Redactor, store: Store,
+              transport: httpx.AsyncBaseTransport | None = None) -> LLMSummarizer | None:
+    if not settings.llm.enabled:
+        return None
+    config = llm_config(settings.llm)
+    client = None
+    if transport is not None:
+        client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(
+            connect=config.connect_timeout, read=config.read_timeout, write=config.read_timeout,
+            pool=config.connect_timeout))
+    chat = ChatClient(config, client=client)
+    return LLMSummarizer(chat, settings=settings.llm, redactor=redactor, cache=store,
+                         audit_log=settings.llm.audit_log)
 
 
 def _when(ts: float) -> str:

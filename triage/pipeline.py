@@ -3,7 +3,8 @@
 ::
 
     read (one task per source) ──batches──▶ decode+assemble+redact ──events──▶ cluster+detect
-        ──findings──▶ deliver (sinks; at each Checkpoint: store.flush, sinks.flush, source.commit)
+        ──findings──▶ summarize (model calls off the hot path) ──findings, summary deltas──▶
+        deliver (sinks; at each Checkpoint: store.flush, sinks.flush, source.commit)
 
 Each channel holds at most ``queue_batches`` items (a batch is one read of a source, up to a few
 thousand records), so a slow stage slows the sources instead of growing memory. ``Checkpoint``
@@ -26,21 +27,22 @@ import anyio
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from connectors.sinks.base import Sink
+from connectors.sinks.base import Sink, StreamingSink
 from connectors.sources.base import DeadLetterSource, Source
 from triage.accounting import Counters
 from triage.clustering.base import Clusterer
 from triage.detect import Detector
-from triage.model import Checkpoint, Cluster, Event, Finding, Record, Summary
+from triage.model import Checkpoint, Cluster, Event, Finding, Record
 from triage.parsing import Decoder, MultilineAssembler
 from triage.settings import PipelineSettings
 from triage.store import Store
+from triage.summarize.context import ContextCollector
+from triage.summarize.stage import FindingWork, OutItem, SummarizeStage, SummaryDelta, WorkItem
 
 log = structlog.get_logger("triage.pipeline")
 
 RecordItem = list[Record] | Checkpoint
 EventItem = list[Event] | Checkpoint
-FindingItem = Finding | Checkpoint
 
 
 class EventStep(Protocol):
@@ -68,8 +70,9 @@ class Pipeline:
         store: Store,
         clusterer: Clusterer,
         detector: Detector,
-        summarize: Callable[[Finding], Summary],
+        summarizer: SummarizeStage,
         settings: PipelineSettings,
+        context: ContextCollector | None = None,
         max_line_bytes: int = 65_536,
         steps: Sequence[EventStep] = (),
         counters: Counters | None = None,
@@ -81,7 +84,8 @@ class Pipeline:
         self.store = store
         self.clusterer = clusterer
         self.detector = detector
-        self.summarize = summarize
+        self.summarizer = summarizer
+        self.context = context if context is not None else ContextCollector()
         self.settings = settings
         self.counters = counters if counters is not None else Counters()
         self.steps = list(steps)
@@ -109,8 +113,8 @@ class Pipeline:
         """Run until every source has ended (replay) or ``stop()`` was called, then return counters."""
         records_tx, records_rx = anyio.create_memory_object_stream[RecordItem](self.settings.queue_batches)
         events_tx, events_rx = anyio.create_memory_object_stream[EventItem](self.settings.queue_batches)
-        findings_tx, findings_rx = anyio.create_memory_object_stream[FindingItem](
-            self.settings.queue_batches * 64)
+        work_tx, work_rx = anyio.create_memory_object_stream[WorkItem](self.settings.queue_batches * 64)
+        findings_tx, findings_rx = anyio.create_memory_object_stream[OutItem](self.settings.queue_batches * 64)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_stop)
@@ -118,8 +122,13 @@ class Pipeline:
                     for source in self.sources:
                         tg.start_soon(self._read, source, records_tx.clone())
                 tg.start_soon(self._decode, records_rx, events_tx)
-                tg.start_soon(self._cluster, events_rx, findings_tx)
+                tg.start_soon(self._cluster, events_rx, work_tx)
+                tg.start_soon(self.summarizer.run, work_rx, findings_tx)
                 await self._deliver(findings_rx)
+                # Model answers that arrived after the last checkpoint: make them durable too.
+                self.store.flush()
+                for sink in self.sinks:
+                    await sink.flush()
                 self._stopping.set()  # releases _watch_stop
         finally:
             # Bounded, so that a hung sink cannot keep a second Ctrl-C from exiting.
@@ -222,8 +231,9 @@ class Pipeline:
             if done:
                 await out.send(_apply(steps, done))
 
-    async def _cluster(self, inp: ObjectReceiveStream[EventItem], out: ObjectSendStream[FindingItem]) -> None:
+    async def _cluster(self, inp: ObjectReceiveStream[EventItem], out: ObjectSendStream[WorkItem]) -> None:
         clusterer, store, detector, counters = self.clusterer, self.store, self.detector, self.counters
+        context = self.context
         async with inp, out:
             async for item in inp:
                 if isinstance(item, Checkpoint):
@@ -239,21 +249,24 @@ class Pipeline:
                     store.count(cluster.id, event.timestamp)
                     finding = detector.observe(event, match)
                     if finding is not None:
-                        finding = finding.model_copy(update={"summary": self.summarize(finding)})
-                        store.add_finding(finding)
                         counters.findings += 1
-                        await out.send(finding)
+                        await out.send(FindingWork(finding, context.context(finding)))
+                    context.observe(event)
 
-    async def _deliver(self, inp: ObjectReceiveStream[FindingItem]) -> None:
+    async def _deliver(self, inp: ObjectReceiveStream[OutItem]) -> None:
+        streaming = [s for s in self.sinks if isinstance(s, StreamingSink)]
         async with inp:
             async for item in inp:
                 if isinstance(item, Checkpoint):
                     await self._checkpoint(item)
-                    continue
-                for sink in self.sinks:
-                    await sink.emit(item)
-                if self.hooks.on_finding is not None:
-                    self.hooks.on_finding(item)
+                elif isinstance(item, SummaryDelta):
+                    for live in streaming:
+                        await live.summary_delta(item.finding, item.text)
+                else:
+                    for sink in self.sinks:
+                        await sink.emit(item)
+                    if self.hooks.on_finding is not None:
+                        self.hooks.on_finding(item)
 
     async def _checkpoint(self, cp: Checkpoint) -> None:
         """Make everything up to ``cp`` durable, then commit the source's positions."""

@@ -26,6 +26,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 MARKER_RE = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
 _PLACEHOLDER_RE = re.compile(r"<(email|card|ip)_([0-9]+)>")
@@ -43,15 +44,17 @@ _Repl = Callable[[re.Match[str]], str]
 class _Rule:
     """One secret kind: run ``pattern.sub(repl)`` only when the line passes the cheap check.
 
-    The check is either lowercase ``triggers`` (substrings of the lowercased line, for case-insensitive
-    rules) or a case-sensitive ``gate`` regex with a literal prefix (for fixed token prefixes such as
-    ``AKIA`` or ``ghp_``; one such search costs about as much as one substring test).
+    ``triggers`` are lowercase substrings, one of which every match contains (lowercased); all rules'
+    triggers together form the one-regex pre-check that most lines fail. A line that passes it is then
+    tested per rule, by ``gate`` (a case-sensitive regex, for fixed token prefixes such as ``AKIA``)
+    when the rule has one, else by its triggers.
     """
 
     kind: str
-    triggers: tuple[str, ...] | re.Pattern[str]
+    triggers: tuple[str, ...]
     pattern: re.Pattern[str]
     repl: _Repl | str
+    gate: re.Pattern[str] | None = None
 
 
 def _whole(kind: str) -> str:
@@ -106,15 +109,15 @@ def _auth_repl(match: re.Match[str]) -> str:
     return match.group("pre") + (match.group("scheme") or "") + marker(kind)
 
 
-def _basic_repl(match: re.Match[str]) -> str:
-    """``Basic <base64>`` outside an Authorization header: only when the word looks like base64.
-
-    Plain prose ("Basic authentication failed") must survive, so the value needs a digit, ``=``
-    padding, or an uppercase letter after its first character.
+def _looks_random(match: re.Match[str], kind: str) -> str:
+    """``Bearer <token>`` / ``Basic <base64>`` outside an Authorization header: only when the word looks
+    like a credential. Prose ("Basic authentication failed", "token_type=bearer ...") must survive, so the
+    scheme must be capitalised (any case inside an Authorization header is handled by that rule) and the
+    value needs a digit, ``=``, ``+``, or an uppercase letter after its first character.
     """
     val = match.group("val")
-    if any(c.isdigit() or c == "=" or c == "+" or c == "/" for c in val) or any(c.isupper() for c in val[1:]):
-        return match.group("pre") + marker("basic")
+    if any(c.isdigit() or c in "=+" for c in val) or any(c.isupper() for c in val[1:]):
+        return match.group("pre") + marker(kind)
     return match.group(0)
 
 
@@ -146,17 +149,19 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule(
         "aws_key",
-        re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|PKA|BIA|CCA)"),
+        ("akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "apka", "abia", "acca"),
         re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
         _whole("aws_key"),
+        re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|PKA|BIA|CCA)"),
     ),
-    _Rule("gcp_api_key", re.compile("AIza"), re.compile(r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _whole("gcp_api_key")),
-    _Rule("gcp_token", re.compile(r"ya29\."), re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), _whole("gcp_token")),
+    _Rule("gcp_api_key", ("aiza",), re.compile(r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _whole("gcp_api_key"), re.compile("AIza")),
+    _Rule("gcp_token", ("ya29.",), re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), _whole("gcp_token")),
     _Rule(
         "github_token",
-        re.compile(r"gh(?:[pousr]_|ithub_pat_)"),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
         re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"),
         _whole("github_token"),
+        re.compile(r"gh[pousr]_|github_pat_"),
     ),
     _Rule(
         "slack_webhook",
@@ -166,21 +171,24 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule(
         "slack_token",
-        re.compile(r"x(?:ox|app-)"),
+        ("xox", "xapp-"),
         re.compile(r"(?<![A-Za-z0-9])(?:xox[abposre]-[A-Za-z0-9-]{8,}|xapp-[0-9]+-[A-Za-z0-9-]{8,})"),
         _whole("slack_token"),
+        re.compile(r"x(?:ox|app-)"),
     ),
     _Rule(
         "stripe_key",
-        re.compile(r"k_(?:live|test)_|whsec_"),
+        ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"),
         re.compile(r"(?<![A-Za-z0-9])(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{8,}|whsec_[0-9A-Za-z]{16,})"),
         _whole("stripe_key"),
+        re.compile(r"[rs]k_(?:live|test)_|whsec_"),
     ),
     _Rule(
         "jwt",
-        re.compile("eyJ"),
+        ("eyj",),
         re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"),
         _whole("jwt"),
+        re.compile("eyJ"),
     ),
     _Rule(
         "azure_key",
@@ -205,14 +213,14 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "bearer",
         ("bearer",),
-        re.compile(r"(?P<pre>\b(?i:bearer)[ \t]+)(?!\[REDACTED:)[A-Za-z0-9._~+/-]{8,}=*"),
-        _keep_prefix("bearer"),
+        re.compile(r"(?P<pre>\b(?:Bearer|BEARER)[ \t]+)(?P<val>[A-Za-z0-9][A-Za-z0-9._~+/-]{7,}=*)"),
+        lambda m: _looks_random(m, "bearer"),
     ),
     _Rule(
         "basic",
         ("basic",),
-        re.compile(r"(?P<pre>\b(?i:basic)[ \t]+)(?P<val>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])"),
-        _basic_repl,
+        re.compile(r"(?P<pre>\b(?:Basic|BASIC)[ \t]+)(?P<val>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])"),
+        lambda m: _looks_random(m, "basic"),
     ),
     _Rule(
         "aws_secret",
@@ -227,19 +235,43 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "cli_flag",
         _PASS_TRIGGERS,
-        re.compile(rf"(?P<pre>(?<![\w-])--?(?P<key>[\w-]*?(?:{_KEY_WORDS}))[ \t]+)(?P<val>(?!-)(?!\[REDACTED:)[^\s\"']+)", re.I),
+        re.compile(rf"(?P<pre>(?<![\w-])--?(?P<key>[\w-]*?(?:{_KEY_WORDS}))[ \t]+)(?P<val>(?!--[A-Za-z])(?!\[REDACTED:)[^\s\"']+)", re.I),
         lambda m: m.group("pre") + marker(_kv_kind(m.group("key"))),
     ),
     _Rule(
         "kv",
         _PASS_TRIGGERS,
         re.compile(
-            rf"(?P<pre>(?P<key>\b[\w.-]*?(?:{_KEY_WORDS}))\b\\?[\"']?[ \t]*(?:=>|:=|=|:)[ \t]*)(?![:=])(?P<val>{_KV_VALUE})",
+            rf"(?P<pre>(?P<key>\b[\w.-]*?(?:{_KEY_WORDS}))\b\\?[\"']?[ \t]*(?:=>|:=|=(?!=)|:(?!:))[ \t]*)(?P<val>{_KV_VALUE})",
             re.I,
         ),
         _kv_repl,
     ),
 )
+
+
+# Lowercase alternation without IGNORECASE: one search over the lowercased line, the cheapest test found
+# (about 3x faster than ~40 substring tests, 20x faster than an IGNORECASE alternation).
+def _trie_regex(words: Sequence[str]) -> str:
+    """An alternation with common prefixes factored out (``a(?:kia|sia)``): sre then tests each first
+    character once instead of once per word, which makes the pre-check ~2x faster."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        if "" in node:  # a trigger ends here: shorter match suffices, longer ones are redundant
+            return ""
+        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return emit(trie)
+
+
+_PRECHECK = re.compile(_trie_regex(sorted({t for rule in _RULES for t in rule.triggers})))
 
 
 # --- PII -------------------------------------------------------------------------------------------
@@ -335,14 +367,13 @@ class Redactor:
     def redact(self, text: str) -> str:
         """Replace every secret in ``text`` by a typed marker; returns ``text`` itself when there is none."""
         low = text.lower()
-        for rule in _RULES:
-            triggers = rule.triggers
-            if isinstance(triggers, tuple):
-                for trigger in triggers:
-                    if trigger in low:
-                        text = rule.pattern.sub(rule.repl, text)
-                        break
-            elif triggers.search(text):
+        if _PRECHECK.search(low) is not None:
+            for rule in _RULES:
+                if rule.gate is not None:
+                    if rule.gate.search(text) is None:
+                        continue
+                elif not any(t in low for t in rule.triggers):
+                    continue
                 text = rule.pattern.sub(rule.repl, text)
         for pattern in self._extra:
             text = pattern.sub(marker("custom"), text)
@@ -391,8 +422,9 @@ def _card(match: re.Match[str], table: PlaceholderTable) -> str:
                 ends.append(j + 1)
         for j in reversed(ends):
             start, end = groups[i][0], groups[j - 1][1]
-            digits = "".join(raw[a:b] for a, b in groups[i:j])
-            if digits[0] in "23456" and luhn_ok(digits):
+            window = groups[i:j]
+            digits = "".join(raw[a:b] for a, b in window)
+            if digits[0] in "23456" and _card_grouping(raw, window) and luhn_ok(digits):
                 out.append(raw[pos:start])
                 out.append(table.placeholder("card", raw[start:end]))
                 pos = end
@@ -407,6 +439,20 @@ def _card(match: re.Match[str], table: PlaceholderTable) -> str:
 
 
 _DIGITS_RE = re.compile(r"[0-9]+")
+
+
+def _card_grouping(raw: str, window: list[tuple[int, int]]) -> bool:
+    """Cards are printed contiguous, in fours (4-4-4-4, 4-4-4-4-3), or as 4-6-5 / 4-6-4 (Amex, Diners),
+    with one separator throughout; other groupings (a date next to a number) are not cards."""
+    if len(window) == 1:
+        return True
+    seps = {raw[window[k][1] : window[k + 1][0]] for k in range(len(window) - 1)}
+    if len(seps) != 1:
+        return False
+    lengths = [b - a for a, b in window]
+    if lengths in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return all(n == 4 for n in lengths[:-1]) and 1 <= lengths[-1] <= 4
 
 
 def _ipv6(match: re.Match[str], table: PlaceholderTable) -> str:

@@ -64,6 +64,49 @@ class DetectSettings(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
+class LLMSettings(_Section):
+    """The summarizer's model endpoint (any OpenAI-compatible chat-completions server).
+
+    Off unless ``provider`` or ``base_url`` is set. ``provider`` fills the base URL and the env var
+    holding the API key (cerebras: CEREBRAS_API_KEY, openai: OPENAI_API_KEY); ``base_url``/``api_key``
+    win over the preset. The model id is always configurable.
+    """
+
+    provider: Literal["cerebras", "openai", "vllm", "ollama", "llamacpp", "local"] | None = None
+    base_url: str | None = None
+    model: str = Field("", description="model id as the endpoint names it (e.g. qwen-3-coder-480b)")
+    api_key: SecretStr | None = None
+    response_format: Literal["auto", "json_object", "json_object_schema", "json_schema", "none"] = "auto"
+    max_tokens: int = Field(600, ge=16, le=32_768, description="per call")
+    temperature: float = Field(0.2, ge=0, le=2)
+    concurrency: int = Field(4, ge=1, le=256, description="calls in flight at once")
+    tokens_per_hour: int = Field(300_000, ge=0, description="beyond it, findings keep the model-free summary")
+    max_pending: int = Field(64, ge=1, description="findings waiting for a call; beyond, model-free")
+    connect_timeout_s: float = Field(5.0, gt=0, le=120)
+    read_timeout_s: float = Field(30.0, gt=0, le=600)
+    max_retries: int = Field(3, ge=0, le=10)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(30.0, gt=0)
+    prompt_max_chars: int = Field(12_000, ge=1_000, le=400_000, description="bound of one prompt")
+    samples: int = Field(5, ge=0, le=50, description="samples per prompt")
+    neighbour_lines: int = Field(6, ge=0, le=100, description="lines of the same service before the first occurrence")
+    related_window_s: float = Field(300.0, ge=0, description="clusters started this close are offered as related")
+    drain_timeout_s: float = Field(15.0, ge=0, description="on shutdown, how long calls in flight may finish")
+    audit_log: Path | None = Field(None, description="append exactly what is sent to the model (JSONL)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider is not None or bool(self.base_url)
+
+
+class RedactSettings(_Section):
+    """Secrets are always removed before clustering; PII is replaced by placeholders in prompts."""
+
+    pii: bool = True
+    ips: bool = Field(False, description="also hide IP addresses from the model")
+    extra_patterns: tuple[str, ...] = Field((), description="more regexes whose matches are secrets")
+
+
 class KafkaSettings(_Section):
     """Kafka clients: the ``kafka://HOST:PORT/TOPIC`` source (consumer group) and sink (findings topic).
 
@@ -131,6 +174,8 @@ class Settings(BaseSettings):
     clustering: ClusteringSettings = ClusteringSettings()
     detect: DetectSettings = DetectSettings()
     kafka: KafkaSettings = KafkaSettings()
+    llm: LLMSettings = LLMSettings()
+    redact: RedactSettings = RedactSettings()
 
     @field_validator("sources", "sinks", mode="before")
     @classmethod
@@ -190,10 +235,14 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"{e}: {e.__cause__}" if e.__cause__ else str(e)) from e
 
 
+# Variables of triage that are not settings (read by tools that run before any Settings exist).
+_NOT_SETTINGS = frozenset({"TRIAGE_MODEL_CACHE"})
+
+
 def _check_env_keys() -> None:
     """Unknown ``TRIAGE_*`` variables are a typo, not something to ignore."""
     for name in os.environ:
-        if name.upper().startswith("TRIAGE_"):
+        if name.upper().startswith("TRIAGE_") and name.upper() not in _NOT_SETTINGS:
             head = name[len("TRIAGE_"):].split("__", 1)[0].lower()
             if head not in Settings.model_fields:
                 raise ConfigError(f"unknown environment variable {name!r}: no setting {head!r}")

@@ -22,3 +22,14 @@ class Sink(Protocol):
     async def flush(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingSink(Sink, Protocol):
+    """A sink that shows a summary while the model writes it (terminal, Slack).
+
+    ``summary_delta`` gets each piece of the summary text of ``finding`` as it streams; the complete
+    summary follows as a new version through ``emit``.
+    """
+
+    async def summary_delta(self, finding: Finding, text: str) -> None: ...

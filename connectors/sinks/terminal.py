@@ -25,7 +25,7 @@ def clean(text: str) -> str:
 
 
 class TerminalSink:
-    """Prints each finding version to a console."""
+    """Prints each finding version to a console; a model's summary is shown live as it streams."""
 
     def __init__(self, *, file: TextIO | None = None, color: bool | None = None, width: int | None = None,
                  name: str = "terminal") -> None:
@@ -33,8 +33,26 @@ class TerminalSink:
         self.console = Console(file=file, highlight=False, soft_wrap=False, width=width,
                                force_terminal=color, no_color=color is False)
         self.printed = 0
+        self._streaming: str | None = None  # the finding whose summary is being streamed
+        self._streamed: set[str] = set()
+
+    def _end_stream(self) -> None:
+        if self._streaming is not None:
+            self.console.print()
+            self._streaming = None
+
+    async def summary_delta(self, finding: Finding, text: str) -> None:
+        c = self.console
+        if self._streaming != finding.id:
+            self._end_stream()
+            c.print(Text(f"  ▸ {finding.id} ", style="dim"), end="")
+            self._streaming = finding.id
+            self._streamed.add(finding.id)
+        c.print(Text(clean(text).replace("\n", " ")), end="", soft_wrap=True)
+        c.file.flush()
 
     async def emit(self, finding: Finding) -> None:
+        self._end_stream()
         c = self.console
         when = datetime.fromtimestamp(finding.first_seen, UTC).strftime("%H:%M:%S")
         head = Text()
@@ -45,19 +63,25 @@ class TerminalSink:
         head.append(f"  {when}  ×{finding.count}  ", style="dim")
         head.append(finding.id, style="dim")
         c.print(head)
-        if finding.summary is not None:
-            s = finding.summary
-            c.print(Text("  " + clean(s.title), style="bold"))
-            c.print(Text("  " + clean(s.text)), soft_wrap=True)
-            for i, step in enumerate(s.fix_steps, 1):
-                c.print(Text(f"    {i}. {clean(step)}"))
-        else:
+        s = finding.summary
+        if s is None:
             c.print(Text("  " + clean(finding.template), style="bold"))
+        else:
+            label = f"  [{s.model}{', partial' if s.partial else ''}] " if s.source == "llm" else "  "
+            c.print(Text(label + clean(s.title), style="bold"))
+            if not (s.source == "llm" and finding.id in self._streamed):
+                c.print(Text("  " + clean(s.text)), soft_wrap=True)
+            if s.likely_cause:
+                c.print(Text("  Likely cause: " + clean(s.likely_cause)), soft_wrap=True)
+            for i, step in enumerate(s.fix_steps, 1):
+                c.print(Text(f"    {i}. {clean(step)}"), soft_wrap=True)
         c.print()
+        self._streamed.discard(finding.id)
         self.printed += 1
 
     async def flush(self) -> None:
         self.console.file.flush()
 
     async def aclose(self) -> None:
+        self._end_stream()
         await self.flush()

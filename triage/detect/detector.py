@@ -36,3 +36,9 @@ class Detector:
 
     def announced(self, cluster_id: str) -> bool:
         return cluster_id in self._versions
+
+    def next_version(self, cluster_id: str) -> int:
+        """Reserve the next version of a finding (an update: the model's summary, a spike...)."""
+        version = self._versions.get(cluster_id, 0) + 1
+        self._versions[cluster_id] = version
+        return version

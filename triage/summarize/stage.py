@@ -1,0 +1,126 @@
+"""The summarize stage: findings pass through at once; model answers follow as deltas and a new version.
+
+::
+
+    FindingWork ──▶ [cache hit: finding carries the cached answer]                     ──▶ Finding v1
+                    [no model / budget spent / breaker open / backlog: model-free, labelled] ─▶ Finding v1
+                    [else: Finding v1 (model-free) now, then a task: SummaryDelta… ─▶ Finding v2]
+
+The tasks are bounded (``concurrency`` in flight, ``max_pending`` waiting). On shutdown the calls in
+flight get ``drain_timeout_s`` to finish, then are cancelled (their findings are already out).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectSendStream
+
+from triage.detect import Detector
+from triage.model import Checkpoint, Finding, Summary
+from triage.settings import LLMSettings
+from triage.store import Store
+from triage.summarize.fallback import ModelFreeSummarizer
+from triage.summarize.prompt import PromptContext
+from triage.summarize.summarizer import LLMSummarizer, with_note
+
+log = structlog.get_logger("triage.summarize")
+
+
+@dataclass(slots=True)
+class FindingWork:
+    """A finding as detection made it, with the evidence gathered for its prompt."""
+
+    finding: Finding
+    context: PromptContext
+
+
+class SummaryDelta:
+    """A piece of a finding's summary text, as the model streams it."""
+
+    __slots__ = ("finding", "text")
+
+    def __init__(self, finding: Finding, text: str) -> None:
+        self.finding = finding
+        self.text = text
+
+
+WorkItem = FindingWork | Checkpoint
+OutItem = Finding | SummaryDelta | Checkpoint
+
+
+class SummarizeStage:
+    """Attaches summaries to findings; the model is called off the hot path."""
+
+    def __init__(self, *, store: Store, detector: Detector, fallback: ModelFreeSummarizer,
+                 llm: LLMSummarizer | None, settings: LLMSettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.detector = detector
+        self.fallback = fallback
+        self.llm = llm
+        self.settings = settings
+        self._clock = clock
+        self._limiter = anyio.CapacityLimiter(settings.concurrency)
+        self.pending = 0
+        self.skipped: dict[str, int] = {}
+
+    async def run(self, inp: ObjectReceiveStream[WorkItem], out: MemoryObjectSendStream[OutItem]) -> None:
+        async with inp, out, anyio.create_task_group() as tg:
+            async for item in inp:
+                if isinstance(item, Checkpoint):
+                    await out.send(item)
+                    continue
+                finding, start = self._first_version(item.finding)
+                self.store.add_finding(finding)
+                await out.send(finding)
+                if start:
+                    self.pending += 1
+                    tg.start_soon(self._call, finding, item.context, out.clone())
+            # Input closed (shutdown or end of replay): calls in flight get a bounded time to finish.
+            tg.cancel_scope.deadline = anyio.current_time() + self.settings.drain_timeout_s
+
+    def _first_version(self, finding: Finding) -> tuple[Finding, bool]:
+        """The finding to send now, and whether a model call should follow."""
+        model_free = self.fallback(finding)
+        if self.llm is None:
+            return finding.model_copy(update={"summary": model_free}), False
+        cached = self.llm.cached(finding)
+        if cached is not None:
+            return finding.model_copy(update={"summary": cached}), False
+        reason = self.llm.refusal()
+        if reason is None and self.pending >= self.settings.max_pending:
+            reason = "too many findings waiting for the model"
+        if reason is not None:
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+            return finding.model_copy(update={"summary": with_note(model_free, reason)}), False
+        return finding.model_copy(update={"summary": model_free}), True
+
+    async def _call(self, finding: Finding, context: PromptContext, out: MemoryObjectSendStream[OutItem]) -> None:
+        assert self.llm is not None
+        async with out:
+            try:
+                async with self._limiter:
+
+                    async def on_delta(text: str) -> None:
+                        await out.send(SummaryDelta(finding, text))
+
+                    fallback = finding.summary or self.fallback(finding)
+                    try:
+                        summary: Summary = await self.llm.summarize(finding, context, on_delta, fallback)
+                    except Exception:  # a bug in answer handling must not stop the pipeline
+                        log.exception("summarizer failed", cluster=finding.id)
+                        summary = with_note(fallback, "internal error while reading the answer")
+            finally:
+                self.pending -= 1
+            update = finding.model_copy(update={
+                "version": self.detector.next_version(finding.id), "kind": "summary", "summary": summary,
+                "created_at": self._clock(),
+            })
+            self.store.add_finding(update)
+            await out.send(update)
