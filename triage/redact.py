@@ -280,7 +280,7 @@ _EMAIL_RE = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:
 # Card numbers: 13-19 digits, contiguous or grouped by single spaces/dashes, first digit 2-6 (card issuer
 # ranges, so epoch-millisecond timestamps with a leading 1 are never taken for cards), Luhn-valid. The regex
 # finds runs of digit groups; `_card` picks the windows inside a run that are cards.
-_CARD_RE = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
+_CARD_RE = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,}(?![0-9])")
 _CARD_PRECHECK = re.compile(r"[2-6][0-9]{3}[ -]?[0-9]{4}")
 _IPV4_RE = re.compile(r"(?<![0-9.])(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?!\.?[0-9])")
 _IPV6_RE = re.compile(r"(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z:.])")
