@@ -25,9 +25,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.broker import start_broker  # noqa: E402
-from triage.app import build  # noqa: E402
-from triage.settings import load_settings  # noqa: E402
+from tests.support.broker import start_broker
+from triage.app import build
+from triage.settings import load_settings
 
 SERVICES = ("checkout", "orders", "api-gateway", "inventory")
 

@@ -22,7 +22,7 @@ JSON_VALUES = st.recursive(
 ANSWERS = st.fixed_dictionaries(
     {"title": st.text(max_size=40), "summary": st.text(max_size=120)},
     optional={"severity": st.sampled_from(["low", "high"]), "steps": st.lists(st.text(max_size=20), max_size=3),
-              "extra": JSON_VALUES, "confidence": st.floats(0, 1)},  # fmt: skip
+              "extra": JSON_VALUES, "confidence": st.floats(0, 1)},
 )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import structlog
 
 from triage import __version__
@@ -44,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="replay the bundled sample incident (no network)")
     demo.add_argument("--top", type=int, default=25, help="rows in the final cluster table")
+
+    model = sub.add_parser("model", help="the local model (installed by `make model`)")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    serve = model_sub.add_parser("serve", help="serve the local model on 127.0.0.1 (OpenAI-compatible)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--threads", type=int, default=2, help="CPU threads (1 when the machine is busy)")
+    serve.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
+    model_sub.add_parser("status", help="say whether the local model is installed")
     return p
 
 
@@ -55,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "model":
+            return _model(args)
     except (TriageError, BaseExceptionGroup) as e:
         error = _triage_error(e)
         if error is None:
@@ -135,10 +146,13 @@ def _demo(args: argparse.Namespace) -> int:
         state_dir = temp
     try:
         settings = _settings(args, sources=(f"file:{sample_glob()}",), state_dir=state_dir)
+        extra, which = _demo_llm(settings)
+        if extra:
+            settings = _settings(args, sources=(f"file:{sample_glob()}",), state_dir=state_dir, **extra)
         app = build(settings, follow=False, color=False if args.no_color else None, quiet=args.quiet,
                     source_name="demo")
         print("triage demo: replaying the bundled sample incident (4 services, ~30 min of logs) "
-              "with the model-free summarizer\n", file=sys.stderr)
+              f"with {which}\n", file=sys.stderr)
         try:
             code = _run_until_signalled(app)
             print_clusters(app, top=args.top)
@@ -149,6 +163,36 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _model(args: argparse.Namespace) -> int:
+    from triage.summarize import local_model
+
+    if args.model_command == "status":
+        reason = local_model.missing_reason()
+        print(reason or f"local model installed: {local_model.model_path_default()}")
+        return EXIT_OK if reason is None else EXIT_ERROR
+    reason = local_model.missing_reason()
+    if reason is not None:
+        raise ConfigError(reason)
+    print(f"triage: serving the local model on http://127.0.0.1:{args.port}/v1 (model id 'local'); "
+          "use it with TRIAGE_LLM__PROVIDER=local", file=sys.stderr)
+    return local_model.main(["--port", str(args.port), "--threads", str(args.threads), "--ctx", str(args.ctx)])
+
+
+def _demo_llm(settings: Settings) -> tuple[dict[str, Any], str]:
+    """The demo uses a configured endpoint, else a running local model, else the model-free summary."""
+    if settings.llm.enabled:
+        return {}, f"the configured model endpoint ({settings.llm.base_url or settings.llm.provider})"
+    from triage.app import LOCAL_BASE_URL
+
+    try:
+        ok = httpx.get(f"{LOCAL_BASE_URL}/models", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if ok:
+        return {"llm": {"provider": "local"}}, f"the local model at {LOCAL_BASE_URL}"
+    return {}, "the model-free summarizer (no model configured and none running: see `make model`)"
 
 
 def _run_until_signalled(app: Any) -> int:
@@ -176,6 +220,10 @@ def _run_until_signalled(app: Any) -> int:
                 await app.pipeline.run()
             finally:
                 tg.cancel_scope.cancel()
+                close = getattr(app, "aclose", None)
+                if close is not None:
+                    with anyio.CancelScope(shield=True):
+                        await close()
 
     anyio.run(main)
     return result["code"]

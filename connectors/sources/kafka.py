@@ -34,6 +34,7 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ DLQ_TRUNCATE_TO = 1024  # bytes kept of a dead letter the dead-letter topic refu
 _SERVICE_HEADERS = ("service", "service.name", "service_name", "app")
 # Control bytes that do not occur in text logs (tab, LF, CR, FF and ESC do).
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27)) + b"\x7f"
+_CONTROL_RE = re.compile(b"[" + re.escape(_CONTROL) + b"]")
+_ATTR_CACHE_MAX = 4096
 
 RebalanceHook = Callable[[frozenset[str], frozenset[str]], None]
 
@@ -71,8 +74,11 @@ def looks_binary(value: bytes) -> bool:
     n = len(value)
     if not n:
         return False
+    ascii_ = value.isascii()
+    if ascii_ and _CONTROL_RE.search(value) is None:
+        return False  # the common case, without a copy
     bad = n - len(value.translate(None, _CONTROL))
-    if not value.isascii():
+    if not ascii_:
         try:
             value.decode()
         except UnicodeDecodeError:
@@ -137,6 +143,7 @@ class KafkaSource:
         self._producer: AIOKafkaProducer | None = None
         self._parts: dict[TopicPartition, _Partition] = {}
         self._streams: dict[TopicPartition, str] = {}
+        self._attr_cache: dict[bytes, dict[str, str]] = {}
         self._dlq_meta: dict[tuple[str, int], tuple[bytes | None, list[tuple[str, bytes]]]] = {}
         self._closing = False
         self._close_calls = 0
@@ -353,6 +360,7 @@ class KafkaSource:
         max_bytes = self.settings.max_record_bytes
         dead_letters = bool(self.settings.dead_letter_topic)
         consumer = self._consumer
+        cache = self._attr_cache
         for tp, msgs in data.items():
             part = self._parts.get(tp)
             if part is None or part.revoking or not msgs:
@@ -363,7 +371,16 @@ class KafkaSource:
                 if value is None:  # a tombstone: no log line (the decoder counts it blank)
                     value = b""
                 key, headers = m.key, m.headers
-                attrs = _attributes(key, headers) if key is not None or headers else None
+                if headers:
+                    attrs: dict[str, str] | None = _attributes(key, headers)
+                elif key is not None:  # keyed by service: one shared (read-only) dict per key
+                    attrs = cache.get(key)
+                    if attrs is None:
+                        if len(cache) >= _ATTR_CACHE_MAX:
+                            cache.clear()
+                        attrs = cache[key] = _attributes(key, ())
+                else:
+                    attrs = None
                 ts = m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else now
                 r = Record(value, self.name, stream, m.offset, m.offset + 1, ts, "", attrs)
                 if dead_letters:

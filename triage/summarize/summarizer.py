@@ -112,6 +112,8 @@ class LLMSummarizer:
         self._format = response_format(_format_for(settings))
         self.calls = 0
         self.failures = 0
+        # Seconds from sending a request to the end of its answer, for the latest calls (benchmarks).
+        self.call_seconds: deque[float] = deque(maxlen=1000)
 
     @property
     def model(self) -> str:
@@ -148,6 +150,7 @@ class LLMSummarizer:
         raw_chars = 0
         tokens = 0
         self.calls += 1
+        started = time.perf_counter()
         try:
             async with aclosing(self.chat.stream(messages, max_tokens=self.settings.max_tokens,
                                                  response_format=self._format,
@@ -171,6 +174,7 @@ class LLMSummarizer:
             if streamed:
                 return self._partial(streamer, table, finding, note=f"model failed mid-answer: {e}")
             return with_note(fallback, f"model failed: {e}")
+        self.call_seconds.append(time.perf_counter() - started)
         tail = restorer.flush()
         if tail:
             await on_delta(tail)
