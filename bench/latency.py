@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -30,10 +29,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes.openai_server import FakeOpenAIServer, Script, tokenize  # noqa: E402
-from triage.app import build  # noqa: E402
-from triage.model import Finding  # noqa: E402
-from triage.settings import load_settings  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAIServer, Script, tokenize
+from triage.app import build
+from triage.model import Finding
+from triage.settings import load_settings
 
 ANSWER = {
     "title": "Checkout cannot reach the database",
@@ -49,10 +48,7 @@ ANSWER = {
     "confidence": 0.6,
     "related_clusters": [],
 }
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu amber basalt cobalt dune ember "
-         "fjord garnet harbor indigo jasper kelp lagoon meadow nickel onyx pebble quartz river summit timber "
-         "umber violet willow yarrow zephyr").split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "jasper", "kelp", "lagoon", "meadow", "nickel", "onyx", "pebble", "quartz", "river", "summit", "timber", "umber", "violet", "willow", "yarrow", "zephyr"]
 
 
 class TimingSink:

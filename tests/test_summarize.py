@@ -111,7 +111,7 @@ class TestStreamingAnswer:
     async def test_answer_is_cached_per_cluster_and_template(self, tmp_path: Path) -> None:
         """A cluster summarized once is not paid for again after a restart (the answer comes from the store)."""
         server = FakeOpenAIServer(default=Script(content=json.dumps(ANSWER)))
-        _, app = await _run(tmp_path, server, [ERROR_LINE])
+        await _run(tmp_path, server, [ERROR_LINE])
         # Forget that the finding was announced, as a new state dir with the same cache would.
         import sqlite3
 
