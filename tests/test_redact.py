@@ -29,7 +29,11 @@ def with_digit(strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 B64URL = ALNUM + "-_"
 # (kind, strategy of (planted text, the sensitive part that must not survive))
 SECRETS: dict[str, st.SearchStrategy[tuple[str, str]]] = {
-    "aws_key": st.builds(lambda p, b: (p + b, p + b), st.sampled_from(["AKIA", "ASIA"]), with_digit(s(string.ascii_uppercase + string.digits, 15))),
+    "aws_key": st.builds(
+        lambda p, b: (p + b, p + b),
+        st.sampled_from(["AKIA", "ASIA"]),
+        with_digit(s(string.ascii_uppercase + string.digits, 15)),
+    ),
     "aws_secret": st.builds(
         lambda k, sep, v: (f"{k}{sep}{v}", v),
         st.sampled_from(["aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", "SecretAccessKey"]),
@@ -38,29 +42,50 @@ SECRETS: dict[str, st.SearchStrategy[tuple[str, str]]] = {
     ),
     "gcp_api_key": st.builds(lambda b: ("AIza" + b, "AIza" + b), with_digit(s(B64URL, 34))),
     "gcp_private_key": st.builds(
-        lambda b: ('{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\n' + b + '\\n-----END PRIVATE KEY-----\\n"}', b),
+        lambda b: (
+            '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\n'
+            + b
+            + '\\n-----END PRIVATE KEY-----\\n"}',
+            b,
+        ),
         with_digit(s(ALNUM + "+/", 20, 60)),
     ),
     "azure": st.builds(
-        lambda k, v: (f"DefaultEndpointsProtocol=https;AccountName=acct;{k}={v};EndpointSuffix=core.windows.net", v),
+        lambda k, v: (
+            f"DefaultEndpointsProtocol=https;AccountName=acct;{k}={v};EndpointSuffix=core.windows.net",
+            v,
+        ),
         st.sampled_from(["AccountKey", "SharedAccessKey"]),
         with_digit(s(ALNUM + "+/", 20, 60)).map(lambda v: v + "=="),
     ),
     "github": st.builds(
-        lambda p, b: (p + b, p + b), st.sampled_from(["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]), with_digit(s(ALNUM, 35))
+        lambda p, b: (p + b, p + b),
+        st.sampled_from(["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]),
+        with_digit(s(ALNUM, 35)),
     ),
-    "github_pat": st.builds(lambda b: ("github_pat_" + b, "github_pat_" + b), with_digit(s(ALNUM + "_", 40, 82))),
+    "github_pat": st.builds(
+        lambda b: ("github_pat_" + b, "github_pat_" + b), with_digit(s(ALNUM + "_", 40, 82))
+    ),
     "slack_token": st.builds(
-        lambda p, b: (p + b, p + b), st.sampled_from(["xoxb-", "xoxp-", "xoxa-", "xapp-1-"]), with_digit(s(ALNUM + "-", 10, 40))
+        lambda p, b: (p + b, p + b),
+        st.sampled_from(["xoxb-", "xoxp-", "xoxa-", "xapp-1-"]),
+        with_digit(s(ALNUM + "-", 10, 40)),
     ),
     "slack_webhook": st.builds(
-        lambda a, b: (f"https://hooks.slack.com/services/T{a}/B{a}/{b}", b), with_digit(s(ALNUM, 8)), with_digit(s(ALNUM, 24))
+        lambda a, b: (f"https://hooks.slack.com/services/T{a}/B{a}/{b}", b),
+        with_digit(s(ALNUM, 8)),
+        with_digit(s(ALNUM, 24)),
     ),
     "stripe": st.builds(
-        lambda p, b: (p + b, p + b), st.sampled_from(["sk_live_", "rk_live_", "sk_test_"]), with_digit(s(ALNUM, 24))
+        lambda p, b: (p + b, p + b),
+        st.sampled_from(["sk_live_", "rk_live_", "sk_test_"]),
+        with_digit(s(ALNUM, 24)),
     ),
     "jwt": st.builds(
-        lambda a, b, c: (f"eyJ{a}.{b}.{c}", f"{a}.{b}.{c}"), with_digit(s(B64URL, 10, 40)), s(B64URL, 10, 40), s(B64URL, 10, 40)
+        lambda a, b, c: (f"eyJ{a}.{b}.{c}", f"{a}.{b}.{c}"),
+        with_digit(s(B64URL, 10, 40)),
+        s(B64URL, 10, 40),
+        s(B64URL, 10, 40),
     ),
     "bearer": st.builds(
         lambda h, v: (f"{h}Bearer {v}", v),
@@ -79,16 +104,43 @@ SECRETS: dict[str, st.SearchStrategy[tuple[str, str]]] = {
         with_digit(s(ALNUM + "!$%*@", 4, 20)),
     ),
     "pem": st.builds(
-        lambda label, b: (f"-----BEGIN {label}PRIVATE KEY-----\n{b}\n{b}\n-----END {label}PRIVATE KEY-----", b),
+        lambda label, b: (
+            f"-----BEGIN {label}PRIVATE KEY-----\n{b}\n{b}\n-----END {label}PRIVATE KEY-----",
+            b,
+        ),
         st.sampled_from(["", "RSA ", "EC ", "OPENSSH ", "ENCRYPTED "]),
         with_digit(s(ALNUM + "+/", 16, 64)),
     ),
     "kv": st.builds(
         lambda k, form, v: (form.format(k=k, v=v), v),
-        st.sampled_from(["password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "client_secret",
-                         "DB_PASSWORD", "accessToken", "X-Api-Key"]),
-        st.sampled_from(["{k}={v}", "{k}: {v}", '"{k}": "{v}"', "'{k}': '{v}'", '{k}="{v}"', "{k} = {v}",
-                         '\\"{k}\\": \\"{v}\\"', "--{k} {v}", "--{k}={v}"]),
+        st.sampled_from(
+            [
+                "password",
+                "passwd",
+                "pwd",
+                "secret",
+                "token",
+                "api_key",
+                "apikey",
+                "client_secret",
+                "DB_PASSWORD",
+                "accessToken",
+                "X-Api-Key",
+            ]
+        ),
+        st.sampled_from(
+            [
+                "{k}={v}",
+                "{k}: {v}",
+                '"{k}": "{v}"',
+                "'{k}': '{v}'",
+                '{k}="{v}"',
+                "{k} = {v}",
+                '\\"{k}\\": \\"{v}\\"',
+                "--{k} {v}",
+                "--{k}={v}",
+            ]
+        ),
         with_digit(s(ALNUM + "!#$%()*+-./:?@^_~", 4, 24)),
     ),
 }
@@ -135,7 +187,11 @@ class TestSecrets:
     def test_idempotent(self, data: st.DataObject) -> None:
         """Redacting twice gives the same text as redacting once."""
         kinds = data.draw(st.lists(st.sampled_from(sorted(SECRETS)), max_size=3))
-        pieces = [data.draw(SURROUND)] + [data.draw(SECRETS[k])[0] for k in kinds] + [data.draw(st.text(max_size=40))]
+        pieces = (
+            [data.draw(SURROUND)]
+            + [data.draw(SECRETS[k])[0] for k in kinds]
+            + [data.draw(st.text(max_size=40))]
+        )
         once = R.redact(" ".join(pieces))
         assert R.redact(once) == once
 
@@ -153,7 +209,10 @@ class TestSecrets:
             ('{"password": "hunter2", "user": "bob"}', '{"password": "[REDACTED:password]", "user": "bob"}'),
             ("postgres://admin:s3cr@t@db:5432/app", "postgres://[REDACTED:url_credentials]@db:5432/app"),
             ("key AKIAIOSFODNN7EXAMPLE used", "key [REDACTED:aws_key] used"),
-            ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY----- done", "[REDACTED:private_key] done"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY----- done",
+                "[REDACTED:private_key] done",
+            ),
             ("max_tokens=256 token_type=bearer", "max_tokens=256 token_type=bearer"),
         ],
     )
@@ -201,7 +260,9 @@ def _group(num: str, sep: str) -> str:
 class TestPii:
     @SETTINGS
     @given(before=SURROUND, email=EMAILS, card=CARDS, after=SURROUND)
-    def test_emails_and_cards_are_masked_and_restored(self, before: str, email: str, card: str, after: str) -> None:
+    def test_emails_and_cards_are_masked_and_restored(
+        self, before: str, email: str, card: str, after: str
+    ) -> None:
         """Emails and Luhn-valid cards become placeholders; restore gives the exact original back."""
         text = f"{before} {email} paid with {card} {after}"
         table = PlaceholderTable()
@@ -219,7 +280,12 @@ class TestPii:
         assert table.restore(R_IPS.mask(text, table)) == text
 
     @SETTINGS
-    @given(st.lists(st.one_of(EMAILS, CARDS, st.sampled_from(["<email_1>", "<card_2>", "10.1.2.3", "fe80::1", "x"])), max_size=8))
+    @given(
+        st.lists(
+            st.one_of(EMAILS, CARDS, st.sampled_from(["<email_1>", "<card_2>", "10.1.2.3", "fe80::1", "x"])),
+            max_size=8,
+        )
+    )
     def test_restore_inverts_mask_with_literal_placeholders(self, parts: list[str]) -> None:
         """Placeholder-looking text already in the input survives the round trip unchanged."""
         text = " ".join(parts)

@@ -94,3 +94,23 @@ class TestStore:
         assert again.load_checkpoints("a") == {"1:2": '{"offset": 9}', "1:3": "{}"}
         again.delete_checkpoints("a", ["1:3"])
         assert again.load_checkpoints("a") == {"1:2": '{"offset": 9}'}
+
+
+class TestMerges:
+    def test_absorbed_cluster_moves_into_the_survivor(self, tmp_path: Path) -> None:
+        """When the clusterer merges two clusters, the store keeps one row and one timeline."""
+        store = Store.open(tmp_path)
+        a, b = _cluster("ca", 3), _cluster("cb", 2)
+        store.touch(a)
+        store.touch(b)
+        store.count("ca", 60.0)
+        store.count("cb", 60.0, n=2)
+        store.flush()
+        store.count("cb", 120.0)
+        a.count = 6
+        store.merged("cb", a)
+        store.flush()
+        assert [c.id for c in store.load_clusters()] == ["ca"]
+        assert store.load_clusters()[0].count == 6
+        assert store.timeline("ca") == [(1, 3), (2, 1)]
+        assert store.timeline("cb") == []

@@ -118,7 +118,8 @@ def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet:
     try:
         sources = build_sources(settings, store, follow=follow, name=source_name)
         clusterer = StreamingClusterer(max_clusters=settings.clustering.max_clusters,
-                                       max_samples=settings.clustering.max_samples, on_evict=store.touch)
+                                       max_samples=settings.clustering.max_samples, on_evict=store.touch,
+                                       on_merge=store.merged)
         clusterer.restore(store.load_clusters(limit=settings.clustering.max_clusters))
         detector = Detector(min_level=Level[settings.detect.min_level], versions=store.finding_versions())
         redactor = Redactor(pii=settings.redact.pii, ips=settings.redact.ips,

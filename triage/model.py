@@ -245,7 +245,10 @@ class Summary(_Frozen):
     model: str = ""
 
 
-FindingKind = Literal["new", "spike", "variant", "resolved", "summary"]
+# new: a cluster worth announcing appeared; summary: the model's answer arrived; spike: its rate jumped
+# against its own baseline; variant: a new template/message variant joined it; repeat: still firing
+# after repeat_interval; resolved: quiet for the resolve period.
+FindingKind = Literal["new", "summary", "spike", "variant", "repeat", "resolved"]
 
 
 class Finding(_Frozen):

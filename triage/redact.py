@@ -127,7 +127,9 @@ _KEY_WORDS = (
     r"passw(?:or)?d|pwd|secret|token|api[_-]?key|apikey|private[_-]?key|access[_-]?key|secret[_-]?key"
     r"|client[_-]?secret|auth[_-]?key|credentials?"
 )
-_KV_VALUE = r"""(?:\\"(?:[^"\\\r\n]|\\[^"\r\n])*\\"|"(?:[^"\\\r\n]|\\.)*"|'[^'\r\n]*'|[^\s,;&"'<>{}\[\]\\]+)"""
+_KV_VALUE = (
+    r"""(?:\\"(?:[^"\\\r\n]|\\[^"\r\n])*\\"|"(?:[^"\\\r\n]|\\.)*"|'[^'\r\n]*'|[^\s,;&"'<>{}\[\]\\]+)"""
+)
 
 _AUTH_SCHEMES = "bearer|basic|token|digest|negotiate|ntlm|apikey|aws4-hmac-sha256"
 _PASS_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "credential")
@@ -150,16 +152,26 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "aws_key",
         ("akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "apka", "abia", "acca"),
-        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+        ),
         _whole("aws_key"),
         re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|PKA|BIA|CCA)"),
     ),
-    _Rule("gcp_api_key", ("aiza",), re.compile(r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _whole("gcp_api_key"), re.compile("AIza")),
+    _Rule(
+        "gcp_api_key",
+        ("aiza",),
+        re.compile(r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),
+        _whole("gcp_api_key"),
+        re.compile("AIza"),
+    ),
     _Rule("gcp_token", ("ya29.",), re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), _whole("gcp_token")),
     _Rule(
         "github_token",
         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"),
+        re.compile(
+            r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"
+        ),
         _whole("github_token"),
         re.compile(r"gh[pousr]_|github_pat_"),
     ),
@@ -235,7 +247,10 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "cli_flag",
         _PASS_TRIGGERS,
-        re.compile(rf"(?P<pre>(?<![\w-])--?(?P<key>[\w-]*?(?:{_KEY_WORDS}))[ \t]+)(?P<val>(?!--[A-Za-z])(?!\[REDACTED:)[^\s\"']+)", re.I),
+        re.compile(
+            rf"(?P<pre>(?<![\w-])--?(?P<key>[\w-]*?(?:{_KEY_WORDS}))[ \t]+)(?P<val>(?!--[A-Za-z])(?!\[REDACTED:)[^\s\"']+)",
+            re.I,
+        ),
         lambda m: m.group("pre") + marker(_kv_kind(m.group("key"))),
     ),
     _Rule(
@@ -276,13 +291,17 @@ _PRECHECK = re.compile(_trie_regex(sorted({t for rule in _RULES for t in rule.tr
 
 # --- PII -------------------------------------------------------------------------------------------
 
-_EMAIL_RE = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])")
+_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+)
 # Card numbers: 13-19 digits, contiguous or grouped by single spaces/dashes, first digit 2-6 (card issuer
 # ranges, so epoch-millisecond timestamps with a leading 1 are never taken for cards), Luhn-valid. The regex
 # finds runs of digit groups; `_card` picks the windows inside a run that are cards.
 _CARD_RE = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,}(?![0-9])")
 _CARD_PRECHECK = re.compile(r"[2-6][0-9]{3}[ -]?[0-9]{4}")
-_IPV4_RE = re.compile(r"(?<![0-9.])(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?!\.?[0-9])")
+_IPV4_RE = re.compile(
+    r"(?<![0-9.])(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?!\.?[0-9])"
+)
 _IPV6_RE = re.compile(r"(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z:.])")
 
 

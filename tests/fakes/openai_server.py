@@ -127,13 +127,17 @@ class FakeOpenAIServer:
 
     # -- the protocol, independent of the transport ------------------------------------------------
 
-    def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], Any]:
+    def _route(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
         """Returns (status, headers, payload) where payload is bytes or an async iterator of bytes."""
         self.requests.append(RecordedRequest(method, path, headers, body))
         self._arrived.set()
         if method == "GET" and path.rstrip("/").endswith("/models"):
-            return 200, {"content-type": "application/json"}, orjson.dumps(
-                {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
+            return (
+                200,
+                {"content-type": "application/json"},
+                orjson.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}),
             )
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             return 404, {"content-type": "application/json"}, b'{"error": {"message": "not found"}}'
@@ -143,7 +147,11 @@ class FakeOpenAIServer:
             return 400, {"content-type": "application/json"}, b'{"error": {"message": "bad json"}}'
         script = self._script_for(req)
         if script.reject_stream_options and "stream_options" in req:
-            return 400, {"content-type": "application/json"}, b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
+            return (
+                400,
+                {"content-type": "application/json"},
+                b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}',
+            )
         if script.status != 200:
             return script.status, {"content-type": "application/json", **script.headers}, script.error_body
         hdrs = {"content-type": "text/event-stream", "cache-control": "no-cache", **script.headers}
@@ -203,7 +211,11 @@ class FakeOpenAIServer:
         if script.send_finish:
             yield chunk({}, script.finish_reason)
         wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-        send_usage = script.usage if script.usage is not None else (wants_usage and script.dialect != "llamacpp_python")
+        send_usage = (
+            script.usage
+            if script.usage is not None
+            else (wants_usage and script.dialect != "llamacpp_python")
+        )
         if send_usage:
             n = len(tokens)
             yield event(
@@ -213,7 +225,11 @@ class FakeOpenAIServer:
                     "created": created,
                     "model": script.model,
                     "choices": [],
-                    "usage": {"prompt_tokens": script.prompt_tokens, "completion_tokens": n, "total_tokens": script.prompt_tokens + n},
+                    "usage": {
+                        "prompt_tokens": script.prompt_tokens,
+                        "completion_tokens": n,
+                        "total_tokens": script.prompt_tokens + n,
+                    },
                     "timings": {"predicted_ms": (loop.time() - start) * 1000.0},
                 }
             )
@@ -354,7 +370,9 @@ class _MockStream(httpx.AsyncByteStream):
                 yield data
         except _Disconnect:
             self._finished = True  # scripted, not the client's doing
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body") from None
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body"
+            ) from None
         self._finished = True
 
     async def aclose(self) -> None:
@@ -366,4 +384,11 @@ class _MockStream(httpx.AsyncByteStream):
             await aclose()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}

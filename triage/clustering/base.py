@@ -25,6 +25,9 @@ class Match:
 
 
 EvictHook = Callable[[Cluster], None]
+# Called when a cluster is absorbed by another (its template generalised into the other's): the
+# absorbed id and the surviving cluster, which now carries the absorbed counts.
+MergeHook = Callable[[str, Cluster], None]
 
 
 class Clusterer(Protocol):

@@ -23,7 +23,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
-from triage.clustering.base import EvictHook, Match
+from triage.clustering.base import EvictHook, Match, MergeHook
 from triage.clustering.fingerprint import fingerprint, message_template, trace_template
 from triage.clustering.masking import mask
 from triage.clustering.miner import DEFAULT_SIMILARITY, Node, TemplateMiner, template_id
@@ -52,16 +52,18 @@ class StreamingClusterer:
     """Streaming template mining and stack-trace fingerprints behind the ``Clusterer`` seam."""
 
     __slots__ = ("_aliases", "_lines", "_live", "_max", "_max_samples", "_max_services", "_miner", "_on_evict",
-                 "_traces")
+                 "_on_merge", "_traces")
 
     def __init__(self, *, max_clusters: int = 20_000, max_samples: int = 5, on_evict: EvictHook | None = None,
-                 max_services: int = 32, similarity: float = DEFAULT_SIMILARITY) -> None:
+                 max_services: int = 32, similarity: float = DEFAULT_SIMILARITY,
+                 on_merge: MergeHook | None = None) -> None:
         if max_clusters < 1 or max_samples < 1:
             raise ValueError("max_clusters and max_samples must be positive")
         self._max = max_clusters
         self._max_samples = max_samples
         self._max_services = max_services
         self._on_evict = on_evict
+        self._on_merge = on_merge
         self._miner = TemplateMiner(similarity=similarity, cache_size=max(4 * max_clusters, 4096),
                                     max_ghosts=max_clusters, on_merge=self._merged)
         self._live: OrderedDict[str, _Entry] = OrderedDict()  # least recently seen first
@@ -239,12 +241,15 @@ class StreamingClusterer:
         if not isinstance(keep, _Entry):
             if isinstance(gone, _Entry):  # the survivor was a ghost or new: it takes over the entry
                 self._live.pop(gone.cluster.id, None)
+                old_id = gone.cluster.id
                 gone.node = survivor
                 gone.cluster.id = survivor.id
                 gone.cluster.template = survivor.template
                 gone.live = True
                 survivor.payload = gone
                 self._live[survivor.id] = gone
+                if self._on_merge is not None and old_id != survivor.id:
+                    self._on_merge(old_id, gone.cluster)
             for alias in survivor.aliases:
                 self._aliases[alias] = survivor.id
             return
@@ -271,6 +276,8 @@ class StreamingClusterer:
         room = self._max_samples - len(a.samples)
         if room > 0:
             a.samples.extend(b.samples[:room])
+        if self._on_merge is not None:
+            self._on_merge(b.id, a)
 
 
 _SPACES = re.compile(r"\s+")

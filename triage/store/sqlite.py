@@ -69,6 +69,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cluster_id, template_hash)
     );
     """,
+    """
+    CREATE TABLE sink_state (
+        sink TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (sink, key)
+    );
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_by_sink ON outbox (sink, seq);
+    """,
 )
 
 
@@ -81,6 +100,7 @@ class Store:
         self._dirty: dict[str, Cluster] = {}
         self._minutes: Counter[tuple[str, int]] = Counter()
         self._findings: list[Finding] = []
+        self._merges: list[tuple[str, str]] = []  # (absorbed id, surviving id)
 
     @classmethod
     def open(cls, state_dir: Path | None) -> Store:
@@ -116,6 +136,16 @@ class Store:
         """Add ``n`` events to the cluster's per-minute timeline."""
         self._minutes[(cluster_id, int(timestamp // 60))] += n
 
+    def merged(self, absorbed_id: str, survivor: Cluster) -> None:
+        """The clusterer folded ``absorbed_id`` into ``survivor``: its row and timeline move over."""
+        self._dirty.pop(absorbed_id, None)
+        for (cid, minute), n in list(self._minutes.items()):
+            if cid == absorbed_id:
+                del self._minutes[(cid, minute)]
+                self._minutes[(survivor.id, minute)] += n
+        self._merges.append((absorbed_id, survivor.id))
+        self.touch(survivor)
+
     def add_finding(self, finding: Finding) -> None:
         self._findings.append(finding)
 
@@ -123,10 +153,16 @@ class Store:
 
     def flush(self) -> None:
         """Write everything recorded since the last flush in one transaction."""
-        if not (self._dirty or self._minutes or self._findings):
+        if not (self._dirty or self._minutes or self._findings or self._merges):
             return
         try:
             with self._tx() as c:
+                for absorbed, survivor in self._merges:
+                    c.execute("INSERT INTO cluster_minutes SELECT ?, minute, n FROM cluster_minutes "
+                              "WHERE cluster_id = ? AND true ON CONFLICT(cluster_id, minute) "
+                              "DO UPDATE SET n = n + excluded.n", (survivor, absorbed))
+                    c.execute("DELETE FROM cluster_minutes WHERE cluster_id = ?", (absorbed,))
+                    c.execute("DELETE FROM clusters WHERE id = ?", (absorbed,))
                 c.executemany(
                     "INSERT INTO clusters VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
                     "kind=excluded.kind, template=excluded.template, level=excluded.level, "
@@ -149,6 +185,7 @@ class Store:
         self._dirty.clear()
         self._minutes.clear()
         self._findings.clear()
+        self._merges.clear()
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._conn)
@@ -190,6 +227,49 @@ class Store:
                           (cluster_id, template_hash, time.time(), summary.model_dump_json()))
         except sqlite3.Error as e:
             raise StoreError(f"cannot cache a summary: {e}") from e
+
+    # --- sink state and outbox (durable delivery for sinks such as Slack) --------------------------
+
+    def get_sink_state(self, sink: str, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM sink_state WHERE sink = ? AND key = ?", (sink, key)).fetchone()
+        return row[0] if row else None
+
+    def put_sink_state(self, sink: str, key: str, value: str) -> None:
+        self._write("INSERT INTO sink_state VALUES (?,?,?,?) ON CONFLICT(sink, key) DO UPDATE SET "
+                    "value=excluded.value, updated=excluded.updated", (sink, key, value, time.time()))
+
+    def outbox_add(self, sink: str, key: str, payload: str) -> int:
+        """Queue a delivery durably; returns its sequence number (deliveries keep this order)."""
+        try:
+            with self._tx() as c:
+                cur = c.execute("INSERT INTO outbox (sink, key, payload, created) VALUES (?,?,?,?)",
+                                (sink, key, payload, time.time()))
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot queue a delivery for {sink}: {e}") from e
+
+    def outbox_pending(self, sink: str, limit: int = 100) -> list[tuple[int, str, str, int, float]]:
+        """(seq, key, payload, attempts, next_at) of undelivered items, oldest first."""
+        rows = self._conn.execute(
+            "SELECT seq, key, payload, attempts, next_at FROM outbox WHERE sink = ? ORDER BY seq LIMIT ?",
+            (sink, limit))
+        return [(seq, key, payload, attempts, next_at) for seq, key, payload, attempts, next_at in rows]
+
+    def outbox_count(self, sink: str) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM outbox WHERE sink = ?", (sink,)).fetchone()[0])
+
+    def outbox_done(self, seq: int) -> None:
+        self._write("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def outbox_retry(self, seq: int, next_at: float) -> None:
+        self._write("UPDATE outbox SET attempts = attempts + 1, next_at = ? WHERE seq = ?", (next_at, seq))
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        try:
+            with self._tx() as c:
+                c.execute(sql, params)
+        except sqlite3.Error as e:
+            raise StoreError(f"store write failed: {e}") from e
 
     # --- reads -----------------------------------------------------------------------------------
 

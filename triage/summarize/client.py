@@ -249,11 +249,13 @@ class ChatClient:
         """The request body (without ``stream_options``, which each attempt decides)."""
         body: dict[str, Any] = {}
         if extra:
-            body.update(
-                (k, v) for k, v in extra.items() if k not in REJECTED_PARAMS and k not in _OWNED_KEYS
-            )
+            body.update((k, v) for k, v in extra.items() if k not in REJECTED_PARAMS and k not in _OWNED_KEYS)
         body.update(
-            model=self.config.model, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True
+            model=self.config.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
         )
         if response_format is not None:
             body["response_format"] = response_format
@@ -274,7 +276,11 @@ class ChatClient:
         """
         trial = self.breaker.acquire()
         body = self.build_body(
-            messages, max_tokens=max_tokens, response_format=response_format, temperature=temperature, extra=extra
+            messages,
+            max_tokens=max_tokens,
+            response_format=response_format,
+            temperature=temperature,
+            extra=extra,
         )
         outcome: bool | None = None
         try:
@@ -294,7 +300,9 @@ class ChatClient:
         while True:
             yielded = False
             try:
-                async with aclosing(self._attempt(body, self.include_usage and not dropped_options)) as events:
+                async with aclosing(
+                    self._attempt(body, self.include_usage and not dropped_options)
+                ) as events:
                     async for event in events:
                         yielded = True
                         yield event
@@ -371,7 +379,7 @@ class ChatClient:
         if status == 429:
             raise _Retryable(f"HTTP 429: {text}", delay=self._retry_after(resp)) from cause
         if status >= 500 or status == 408:
-            raise _Retryable(f"HTTP {status}: {text}") from cause
+            raise _Retryable(f"HTTP {status}: {text}", delay=self._retry_after(resp)) from cause
         raise SummarizeError(f"HTTP {status} from {self._url}: {text}") from cause
 
     def _retry_after(self, resp: httpx.Response) -> float | None:
@@ -476,6 +484,10 @@ def _events_from_completion(raw: bytes, model: str) -> list[StreamEvent]:
     usage = obj.get("usage")
     events: list[StreamEvent] = [Delta(content)] if content else []
     events.append(
-        Done(choice.get("finish_reason"), _usage(usage) if isinstance(usage, dict) else None, obj.get("model") or model)
+        Done(
+            choice.get("finish_reason"),
+            _usage(usage) if isinstance(usage, dict) else None,
+            obj.get("model") or model,
+        )
     )
     return events
