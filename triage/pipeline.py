@@ -159,6 +159,11 @@ class Pipeline:
         async with out:
             async for batch in source.batches():
                 if not batch:
+                    # An idle source (or one waiting on a rebalance) still commits what it handed out.
+                    now = self._clock()
+                    if since and (now - last >= every_s or getattr(source, "checkpoint_wanted", False)):
+                        await out.send(Checkpoint(source.name, dict(positions)))
+                        since, last = 0, now
                     continue
                 counters.read += len(batch)
                 rejected = False
@@ -171,7 +176,7 @@ class Pipeline:
                 await out.send(batch)
                 since += len(batch)
                 now = self._clock()
-                if since >= every_n or now - last >= every_s:
+                if since >= every_n or now - last >= every_s or getattr(source, "checkpoint_wanted", False):
                     await out.send(Checkpoint(source.name, dict(positions)))
                     since, last = 0, now
             await out.send(Checkpoint(source.name, dict(positions), final=True))

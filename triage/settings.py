@@ -107,6 +107,39 @@ class RedactSettings(_Section):
     extra_patterns: tuple[str, ...] = Field((), description="more regexes whose matches are secrets")
 
 
+class SlackRoute(_Section):
+    """One routing rule: findings of a service matching ``service`` (a glob) at ``min_level`` or above."""
+
+    service: str = "*"
+    min_level: Literal["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL"] = "DEBUG"
+    channel: str = Field(min_length=1)
+
+    @field_validator("min_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+
+class SlackSettings(_Section):
+    """The Slack sink (``--sink slack``): a bot token (Web API: post, edit in place, threads), or an
+    incoming webhook (``webhook_url`` without a token: one post per finding, no edits)."""
+
+    token: SecretStr | None = Field(None, description="bot token (xoxb-...)")
+    channel: str = Field("#alerts", min_length=1, description="default channel (name or id)")
+    api_url: str = "https://slack.com/api"
+    webhook_url: SecretStr | None = Field(None, description="incoming webhook, used when no token is set")
+    routes: tuple[SlackRoute, ...] = Field((), description="first match wins, else `channel`")
+    edit_interval_s: float = Field(1.0, ge=0, le=600, description="at most one edit per message per interval")
+    channel_interval_s: float = Field(1.0, ge=0, le=600, description="at most one call per channel per interval")
+    max_roots_per_window: int = Field(10, ge=1, description="new root messages per channel per window")
+    cap_window_s: float = Field(600.0, gt=0, description="beyond the cap, new findings go to one digest")
+    max_outbox: int = Field(1_000, ge=1, description="beyond, updates of the same finding are coalesced")
+    drain_timeout_s: float = Field(3.0, ge=0, le=600, description="on close, how long deliveries may finish")
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+    retry_max_s: float = Field(60.0, gt=0, le=3600, description="longest backoff between retries")
+    webhook_wait_s: float = Field(30.0, ge=0, description="webhook mode: post without the model after this")
+
+
 class KafkaSettings(_Section):
     """Kafka clients: the ``kafka://HOST:PORT/TOPIC`` source (consumer group) and sink (findings topic).
 
@@ -174,6 +207,7 @@ class Settings(BaseSettings):
     clustering: ClusteringSettings = ClusteringSettings()
     detect: DetectSettings = DetectSettings()
     kafka: KafkaSettings = KafkaSettings()
+    slack: SlackSettings = SlackSettings()
     llm: LLMSettings = LLMSettings()
     redact: RedactSettings = RedactSettings()
 

@@ -201,10 +201,12 @@ class KafkaSource:
                 batch = self._records(data) if data else []
                 if batch:
                     yield batch
-                elif self.checkpoint_wanted:
-                    yield batch  # an empty batch lets the pipeline place a barrier during a revocation
-                elif not self.follow and await self._caught_up(consumer):
+                elif not self.checkpoint_wanted and not self.follow and await self._caught_up(consumer):
                     break
+                else:
+                    # An empty batch lets the pipeline commit an idle topic and place a barrier while a
+                    # revocation waits for one.
+                    yield batch
             normal_end = True
         finally:
             self._iterating -= 1
