@@ -104,7 +104,9 @@ class TestDemo:
         findings = _jsonl(out)
         for cause in manifest["root_causes"]:
             hits = [f for f in findings if cause["match"] in _texts(f)]
-            assert len(hits) == 1, (cause["name"], [h["template"] for h in hits])
+            announced = [f for f in hits if f["kind"] == "new"]
+            assert len({f["id"] for f in hits}) == 1, (cause["name"], [h["template"] for h in hits])
+            assert len(announced) == 1, (cause["name"], [h["kind"] for h in hits])
         printed = capsys.readouterr().out
         assert "balanced" in printed and f"read={manifest['total_lines']} " in printed
         assert "clusters (" in printed
@@ -155,3 +157,32 @@ class TestSignals:
 
         [state] = Store.open(tmp_path / "state").load_checkpoints(f"file:{log}").values()
         assert json.loads(state)["offset"] == log.stat().st_size
+
+
+class TestSilenceCommand:
+    def test_add_list_expire(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`triage silence add|list|expire` manage silences in the store a running triage reads."""
+        state = ["--state-dir", str(tmp_path)]
+        assert cli.main(["silence", "add", "--match", "*declined*", "--for", "30m", "--comment", "known", *state]) == 0
+        assert cli.main(["silence", "list", *state]) == 0
+        out = capsys.readouterr().out
+        assert "silence 1 until" in out and "active" in out and "'*declined*'" in out and "known" in out
+        assert cli.main(["silence", "expire", "1", *state]) == 0
+        assert cli.main(["silence", "expire", "1", *state]) == 1
+        capsys.readouterr()
+        assert cli.main(["silence", "list", *state]) == 0
+        assert "no active silences" in capsys.readouterr().out
+
+    def test_silenced_template_is_not_announced(self, tmp_path: Path) -> None:
+        """A replay with a silence on a template announces the other clusters only."""
+        (tmp_path / "app.log").write_text("\n".join([*LOG, "2026-03-14T09:00:05Z ERROR disk full on sda"]) + "\n")
+        out = tmp_path / "f.jsonl"
+        state = ["--state-dir", str(tmp_path / "state")]
+        assert cli.main(["silence", "add", "--match", "payment declined*", *state]) == 0
+        assert cli.main(["run", "--once", "--source", f"file:{tmp_path}/*.log", "--sink", f"jsonl:{out}", *state]) == 0
+        assert [r["template"] for r in _jsonl(out)] == ["disk full on sda"]
+
+    @pytest.mark.parametrize("text", ["3w", "soon", "-5m", "0"])
+    def test_bad_duration(self, text: str, tmp_path: Path) -> None:
+        """A duration that is not 30m/2h/1d-like is refused with exit 2."""
+        assert cli.main(["silence", "add", "--cluster", "c1", f"--for={text}", "--state-dir", str(tmp_path)]) == 2

@@ -25,7 +25,6 @@ from connectors.sources.stdin import StdinSource
 from triage.clustering import StreamingClusterer
 from triage.detect import Detector
 from triage.errors import ConfigError
-from triage.model import Level
 from triage.pipeline import Pipeline
 from triage.redact import Redactor
 from triage.settings import LLMSettings, Settings
@@ -121,7 +120,7 @@ def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet:
                                        max_samples=settings.clustering.max_samples, on_evict=store.touch,
                                        on_merge=store.merged)
         clusterer.restore(store.load_clusters(limit=settings.clustering.max_clusters))
-        detector = Detector(min_level=Level[settings.detect.min_level], versions=store.finding_versions())
+        detector = Detector(settings.detect, versions=store.finding_versions(), silences=store.active_silences)
         redactor = Redactor(pii=settings.redact.pii, ips=settings.redact.ips,
                             extra_patterns=settings.redact.extra_patterns)
         llm = build_llm(settings, redactor=redactor, store=store, transport=transport)

@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="replay the bundled sample incident (no network)")
     demo.add_argument("--top", type=int, default=25, help="rows in the final cluster table")
 
+    silence = sub.add_parser("silence", help="hold back findings of a cluster or template pattern for a while")
+    silence_sub = silence.add_subparsers(dest="silence_command", required=True)
+    add = silence_sub.add_parser("add", help="add a silence")
+    target = add.add_mutually_exclusive_group(required=True)
+    target.add_argument("--cluster", default="", help="a cluster id (as shown in findings)")
+    target.add_argument("--match", default="", help="a glob on the template, e.g. '*connection refused*'")
+    add.add_argument("--for", dest="duration", default="2h", help="how long: 30m, 2h, 1d (default 2h)")
+    add.add_argument("--comment", default="", help="why (shown by list)")
+    add.add_argument("--state-dir", type=Path, help="the store of the running triage (default .triage/)")
+    lst = silence_sub.add_parser("list", help="list silences")
+    lst.add_argument("--all", action="store_true", help="expired ones too")
+    lst.add_argument("--state-dir", type=Path)
+    exp = silence_sub.add_parser("expire", help="end a silence now")
+    exp.add_argument("id", type=int)
+    exp.add_argument("--state-dir", type=Path)
+
     model = sub.add_parser("model", help="the local model (installed by `make model`)")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     serve = model_sub.add_parser("serve", help="serve the local model on 127.0.0.1 (OpenAI-compatible)")
@@ -66,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "model":
             return _model(args)
+        if args.command == "silence":
+            return _silence(args)
     except (TriageError, BaseExceptionGroup) as e:
         error = _triage_error(e)
         if error is None:
@@ -163,6 +182,56 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '2h', '1d' (or plain seconds) to seconds."""
+    text = text.strip().lower()
+    try:
+        value = float(text[:-1]) * _UNITS[text[-1]] if text[-1:] in _UNITS else float(text)
+    except ValueError:
+        raise ConfigError(f"--for {text!r}: expected a duration such as 30m, 2h or 1d") from None
+    if value <= 0:
+        raise ConfigError(f"--for {text!r}: must be positive")
+    return value
+
+
+def _silence(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from triage.store import Store
+
+    settings = load_settings(None, state_dir=args.state_dir)
+    store = Store.open(settings.state_dir)
+    now = time.time()
+    try:
+        if args.silence_command == "add":
+            until = now + parse_duration(args.duration)
+            sid = store.add_silence(cluster_id=args.cluster, pattern=args.match, expires_at=until,
+                                    comment=args.comment)
+            print(f"silence {sid} until {datetime.fromtimestamp(until, UTC):%Y-%m-%d %H:%M:%SZ}: "
+                  f"{'cluster ' + args.cluster if args.cluster else 'template ' + repr(args.match)}")
+        elif args.silence_command == "list":
+            rows = store.silences()
+            shown = [r for r in rows if args.all or r.expires_at > now]
+            for r in shown:
+                state = "active" if r.expires_at > now else "expired"
+                what = f"cluster {r.cluster_id}" if r.cluster_id else f"template {r.pattern!r}"
+                print(f"{r.id:5d}  {state:7}  until {datetime.fromtimestamp(r.expires_at, UTC):%Y-%m-%d %H:%M:%SZ}"
+                      f"  {what}  {r.comment}")
+            if not shown:
+                print("no silences" if args.all else "no active silences")
+        elif not store.expire_silence(args.id, now):
+            print(f"no active silence {args.id}", file=sys.stderr)
+            return EXIT_ERROR
+        else:
+            print(f"silence {args.id} expired")
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _model(args: argparse.Namespace) -> int:

@@ -37,9 +37,14 @@ from triage.parsing import Decoder, MultilineAssembler
 from triage.settings import PipelineSettings
 from triage.store import Store
 from triage.summarize.context import ContextCollector
-from triage.summarize.stage import FindingWork, OutItem, SummarizeStage, SummaryDelta, WorkItem
+from triage.summarize.prompt import PromptContext
+from triage.summarize.stage import MODEL_KINDS, FindingWork, OutItem, SummarizeStage, SummaryDelta, WorkItem
 
 log = structlog.get_logger("triage.pipeline")
+
+# While no record arrives, the decode stage still sends an (empty) batch this often, so that detection
+# can resolve quiet incidents and remind of firing ones.
+TICK_S = 1.0
 
 RecordItem = list[Record] | Checkpoint
 EventItem = list[Event] | Checkpoint
@@ -198,25 +203,24 @@ class Pipeline:
         decoder, assembler, steps = self._decoder, self._assembler, self.steps
         quiet = self.settings.multiline_quiet_ms / 1000
         async with inp, out:
+            tick_at = self._clock() + TICK_S
             while True:
-                deadline = assembler.next_deadline(quiet)
+                held = assembler.next_deadline(quiet)
+                deadline = tick_at if held is None else min(held, tick_at)
                 item: RecordItem | None = None
-                if deadline is None:
+                with anyio.move_on_after(max(0.0, deadline - self._clock())):
                     try:
                         item = await inp.receive()
                     except anyio.EndOfStream:
                         break
-                else:
-                    with anyio.move_on_after(max(0.0, deadline - self._clock())):
-                        try:
-                            item = await inp.receive()
-                        except anyio.EndOfStream:
-                            break
-                    if item is None:  # quiet time passed: the held trace is complete
-                        done = assembler.flush_idle(self._clock(), quiet)
-                        if done:
-                            await out.send(_apply(steps, done))
-                        continue
+                if item is None:
+                    now = self._clock()
+                    done = assembler.flush_idle(now, quiet)  # quiet time passed: a held trace is complete
+                    if done or now >= tick_at:
+                        # An empty list still goes out: it tells detection that time passed.
+                        tick_at = now + TICK_S
+                        await out.send(_apply(steps, done))
+                    continue
                 if isinstance(item, Checkpoint):
                     if item.final:
                         done = assembler.flush_all()
@@ -239,6 +243,7 @@ class Pipeline:
     async def _cluster(self, inp: ObjectReceiveStream[EventItem], out: ObjectSendStream[WorkItem]) -> None:
         clusterer, store, detector, counters = self.clusterer, self.store, self.detector, self.counters
         context = self.context
+        last_tick = float("-inf")
         async with inp, out:
             async for item in inp:
                 if isinstance(item, Checkpoint):
@@ -252,11 +257,15 @@ class Pipeline:
                         _merge_evicted(cluster, store.get_cluster(cluster.id))
                     store.touch(cluster)
                     store.count(cluster.id, event.timestamp)
-                    finding = detector.observe(event, match)
-                    if finding is not None:
+                    for finding in detector.observe(event, match):
                         counters.findings += 1
-                        await out.send(FindingWork(finding, context.context(finding)))
+                        await out.send(_work(finding, context))
                     context.observe(event)
+                if detector.now() - last_tick >= TICK_S:  # resolves and reminders, in log time
+                    last_tick = float("-inf")
+                    for finding in detector.tick():
+                        counters.findings += 1
+                        await out.send(_work(finding, context))
 
     async def _deliver(self, inp: ObjectReceiveStream[OutItem]) -> None:
         streaming = [s for s in self.sinks if isinstance(s, StreamingSink)]
@@ -282,6 +291,13 @@ class Pipeline:
         self.checkpoints += 1
         if self.hooks.on_checkpoint is not None:
             self.hooks.on_checkpoint(cp)
+
+
+def _work(finding: Finding, context: ContextCollector) -> FindingWork:
+    """Evidence is gathered for the findings that can lead to a model call."""
+    if finding.kind in MODEL_KINDS:
+        return FindingWork(finding, context.context(finding))
+    return FindingWork(finding, PromptContext())
 
 
 def _apply(steps: Sequence[EventStep], events: list[Event]) -> list[Event]:

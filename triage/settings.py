@@ -56,7 +56,19 @@ class ClusteringSettings(_Section):
 
 
 class DetectSettings(_Section):
+    """When a cluster becomes a finding, and when its incident is worth another word."""
+
     min_level: Literal["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    min_count: int = Field(1, ge=1, description="events before a cluster is announced")
+    group_wait_s: float = Field(0.0, ge=0, le=3600, description="wait before the first announcement (0: at once)")
+    group_interval_s: float = Field(300.0, ge=0, description="at least this long between updates of one incident")
+    repeat_interval_s: float = Field(3600.0, ge=0, description="remind that it still fires (0: never)")
+    resolve_after_s: float = Field(180.0, gt=0, description="quiet this long: resolved")
+    resolve_gaps: float = Field(3.0, ge=1, description="a sparse incident resolves after this many usual gaps")
+    spike_factor: float = Field(5.0, gt=1, description="a minute this many times its baseline is a spike")
+    spike_min_count: int = Field(20, ge=1, description="events in a minute before a spike is possible")
+    baseline_alpha: float = Field(0.3, gt=0, lt=1, description="weight of the latest minute in the baseline")
+    max_incidents: int = Field(10_000, ge=10, description="incidents tracked at once (oldest forgotten)")
 
     @field_validator("min_level", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from triage.detect.silences import Silence
 from triage.errors import StoreError
 from triage.model import Cluster, ExceptionInfo, Finding, Frame, Level, Sample, Summary
 
@@ -87,6 +88,16 @@ MIGRATIONS: tuple[str, ...] = (
         next_at REAL NOT NULL DEFAULT 0
     );
     CREATE INDEX outbox_by_sink ON outbox (sink, seq);
+    """,
+    """
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        cluster_id TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        comment TEXT NOT NULL
+    );
     """,
 )
 
@@ -270,6 +281,38 @@ class Store:
                 c.execute(sql, params)
         except sqlite3.Error as e:
             raise StoreError(f"store write failed: {e}") from e
+
+    # --- silences ----------------------------------------------------------------------------------
+
+    def add_silence(self, *, cluster_id: str = "", pattern: str = "", expires_at: float, comment: str = "") -> int:
+        if not (cluster_id or pattern):
+            raise StoreError("a silence needs a cluster id or a template pattern")
+        try:
+            with self._tx() as c:
+                cur = c.execute("INSERT INTO silences (cluster_id, pattern, created_at, expires_at, comment) "
+                                "VALUES (?,?,?,?,?)", (cluster_id, pattern, time.time(), expires_at, comment))
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot add a silence: {e}") from e
+
+    def silences(self) -> list[Silence]:
+        rows = self._conn.execute("SELECT id, cluster_id, pattern, expires_at, comment FROM silences ORDER BY id")
+        return [Silence(i, c, p, e, m) for i, c, p, e, m in rows]
+
+    def active_silences(self, now: float) -> list[Silence]:
+        rows = self._conn.execute("SELECT id, cluster_id, pattern, expires_at, comment FROM silences "
+                                  "WHERE expires_at > ? ORDER BY id", (now,))
+        return [Silence(i, c, p, e, m) for i, c, p, e, m in rows]
+
+    def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End a silence now; False when there is no such active silence."""
+        try:
+            with self._tx() as c:
+                cur = c.execute("UPDATE silences SET expires_at = ? WHERE id = ? AND expires_at > ?",
+                                (now, silence_id, now))
+                return cur.rowcount > 0
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot expire silence {silence_id}: {e}") from e
 
     # --- reads -----------------------------------------------------------------------------------
 

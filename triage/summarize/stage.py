@@ -13,6 +13,7 @@ flight get ``drain_timeout_s`` to finish, then are cancelled (their findings are
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,6 +51,11 @@ class SummaryDelta:
         self.text = text
 
 
+MAX_REMEMBERED = 10_000  # incidents whose latest summary is kept for their updates
+
+# Kinds that can lead to a model call: a new incident, or a new variant of one (a new template).
+MODEL_KINDS = frozenset({"new", "variant"})
+
 WorkItem = FindingWork | Checkpoint
 OutItem = Finding | SummaryDelta | Checkpoint
 
@@ -69,6 +75,7 @@ class SummarizeStage:
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self.pending = 0
         self.skipped: dict[str, int] = {}
+        self._latest: OrderedDict[str, Summary] = OrderedDict()
 
     async def run(self, inp: ObjectReceiveStream[WorkItem], out: MemoryObjectSendStream[OutItem]) -> None:
         async with inp, out, anyio.create_task_group() as tg:
@@ -87,19 +94,31 @@ class SummarizeStage:
 
     def _first_version(self, finding: Finding) -> tuple[Finding, bool]:
         """The finding to send now, and whether a model call should follow."""
+        if finding.kind not in MODEL_KINDS:  # an update of a known incident keeps its latest summary
+            last = self._latest.get(finding.id)
+            return finding.model_copy(update={"summary": last or self.fallback(finding)}), False
         model_free = self.fallback(finding)
         if self.llm is None:
-            return finding.model_copy(update={"summary": model_free}), False
+            return self._keep(finding.model_copy(update={"summary": model_free})), False
         cached = self.llm.cached(finding)
         if cached is not None:
-            return finding.model_copy(update={"summary": cached}), False
+            return self._keep(finding.model_copy(update={"summary": cached})), False
         reason = self.llm.refusal()
         if reason is None and self.pending >= self.settings.max_pending:
             reason = "too many findings waiting for the model"
         if reason is not None:
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
-            return finding.model_copy(update={"summary": with_note(model_free, reason)}), False
-        return finding.model_copy(update={"summary": model_free}), True
+            return self._keep(finding.model_copy(update={"summary": with_note(model_free, reason)})), False
+        return self._keep(finding.model_copy(update={"summary": model_free})), True
+
+    def _keep(self, finding: Finding) -> Finding:
+        """Remember the latest summary of each incident (bounded), for its later updates."""
+        if finding.summary is not None:
+            self._latest[finding.id] = finding.summary
+            self._latest.move_to_end(finding.id)
+            while len(self._latest) > MAX_REMEMBERED:
+                self._latest.popitem(last=False)
+        return finding
 
     async def _call(self, finding: Finding, context: PromptContext, out: MemoryObjectSendStream[OutItem]) -> None:
         assert self.llm is not None
@@ -122,5 +141,5 @@ class SummarizeStage:
                 "version": self.detector.next_version(finding.id), "kind": "summary", "summary": summary,
                 "created_at": self._clock(),
             })
-            self.store.add_finding(update)
+            self.store.add_finding(self._keep(update))
             await out.send(update)

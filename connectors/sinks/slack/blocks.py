@@ -171,25 +171,31 @@ class Renderer:
             blocks.append(_section(code_block(f.samples[-1].message, MAX_SECTION)))
         return {"text": truncate(self._e(f"{f.kind}: {self.title(f)}"), MAX_FALLBACK), "blocks": blocks}
 
-    def digest(self, entries: Sequence[Finding], *, window_start: float) -> dict[str, Any]:
+    def digest_entry(self, f: Finding) -> dict[str, Any]:
+        """What a digest keeps of a finding (small, JSON): raw text, escaped when rendered."""
+        return {"id": f.id, "level": f.level, "service": f.service, "title": self.title(f)[:300],
+                "count": f.count, "resolved": f.kind == "resolved"}
+
+    def digest(self, entries: Sequence[dict[str, Any]], *, window_start: float) -> dict[str, Any]:
         """One message standing for every finding beyond the channel's cap in this window."""
         lines = []
-        for f in entries:
-            mark = ":white_check_mark:" if f.kind == "resolved" else _LEVEL_EMOJI.get(f.level, ":white_circle:")
-            lines.append(truncate(f"{mark} *{self._e(f.service)}* · {self._e(self.title(f))} · "
-                                  f"{f.count} events · `{self._e(f.id)}`", 600))
-        head = truncate(f"Digest: {len(entries)} more findings since {_when(window_start)}", MAX_HEADER)
+        for e in entries:
+            mark = ":white_check_mark:" if e["resolved"] else _LEVEL_EMOJI.get(e["level"], ":white_circle:")
+            lines.append(truncate(f"{mark} *{self._e(e['service'])}* · {self._e(e['title'])} · "
+                                  f"{e['count']} events · `{self._e(e['id'])}`", 600))
+        head = truncate(plain(f"Digest: {len(entries)} more findings since {_when(window_start)}"), MAX_HEADER)
         blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": head}}]
         chunk: list[str] = []
+        used = 0
         shown = 0
-        budget = MAX_PAYLOAD_CHARS - 1500
         for line in lines:
-            if sum(map(len, chunk)) + len(line) + len(chunk) > MAX_SECTION:
+            if used + len(line) + 1 > MAX_SECTION:
                 blocks.append(_section("\n".join(chunk)))
-                chunk = []
-            if len(blocks) >= MAX_BLOCKS - 2 or sum(len(orjson.dumps(b)) for b in blocks) + len(line) > budget:
+                chunk, used = [], 0
+            if len(blocks) >= MAX_BLOCKS - 2 or _size({"blocks": blocks}) + used + len(line) > MAX_PAYLOAD_CHARS - 1500:
                 break
             chunk.append(line)
+            used += len(line) + 1
             shown += 1
         if chunk:
             blocks.append(_section("\n".join(chunk)))
