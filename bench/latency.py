@@ -126,7 +126,7 @@ async def _measure(base_url: str, model: str, n: int, *, max_tokens: int, seed: 
                                              "level": "error", "service": "checkout", "msg": message})
                         t0 = time.perf_counter()
                         f.write(line + b"\n")
-                        with anyio.fail_after(180):
+                        with anyio.fail_after(600):
                             await sink.done.wait()
                         cid = sink.by_message[message]
                         first.append(sink.first_delta[cid] - t0)
@@ -165,17 +165,18 @@ async def _local(n: int, threads: int) -> dict[str, Any] | None:
         print(f"local model: skipped ({reason})", file=sys.stderr)
         return None
     async with local_model.LocalModel(threads=threads) as model:
-        return await _measure(model.base_url, "local", n, max_tokens=160, seed=2)
+        return await _measure(model.base_url, "local", n, max_tokens=256, seed=2)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=50, help="new clusters against the emulator")
-    ap.add_argument("--local-n", type=int, default=5, help="new clusters against the local model (0: skip)")
-    ap.add_argument("--threads", type=int, default=2, help="threads of the local model")
+    ap.add_argument("--local-n", type=int, default=3, help="new clusters against the local model (0: skip)")
+    ap.add_argument("--threads", type=int, default=1, help="threads of the local model (1 on a busy machine)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     results: dict[str, Any] = {"emulator": anyio.run(_emulator, args.n)}
+    print("emulator:", json.dumps(results["emulator"]), flush=True)
     if args.local_n:
         local = anyio.run(_local, args.local_n, args.threads)
         if local is not None:
