@@ -27,7 +27,7 @@ import anyio
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from connectors.sinks.base import Sink, StreamingSink
+from connectors.sinks.base import BackgroundSink, Sink, StreamingSink
 from connectors.sources.base import DeadLetterSource, Source
 from triage.accounting import Counters
 from triage.clustering.base import Clusterer
@@ -123,6 +123,9 @@ class Pipeline:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_stop)
+                background = [s for s in self.sinks if isinstance(s, BackgroundSink)]
+                for bg in background:
+                    tg.start_soon(bg.run)
                 async with records_tx:
                     for source in self.sources:
                         tg.start_soon(self._read, source, records_tx.clone())
@@ -134,6 +137,8 @@ class Pipeline:
                 self.store.flush()
                 for sink in self.sinks:
                     await sink.flush()
+                for bg in background:  # ends their senders (each drains for a bounded time)
+                    await bg.aclose()
                 self._stopping.set()  # releases _watch_stop
         finally:
             # Bounded, so that a hung sink cannot keep a second Ctrl-C from exiting.

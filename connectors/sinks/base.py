@@ -33,3 +33,14 @@ class StreamingSink(Sink, Protocol):
     """
 
     async def summary_delta(self, finding: Finding, text: str) -> None: ...
+
+
+@runtime_checkable
+class BackgroundSink(Sink, Protocol):
+    """A sink that delivers from its own durable outbox in the background (Slack).
+
+    The pipeline runs ``run()`` in its task group for as long as it runs; ``aclose()`` makes ``run``
+    return (after a bounded drain). ``flush`` only needs the outbox to be durable.
+    """
+
+    async def run(self) -> None: ...
