@@ -36,6 +36,7 @@ bench: $(DEV_STAMP) model
 	$(BIN)/python bench/loghub.py --data ../shared/loghub2k
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/kafka.py
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check triage connectors tests bench

@@ -3,6 +3,7 @@ throttles, digests, restarts, and failures that neither block the pipeline nor l
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from itertools import pairwise
@@ -43,6 +44,7 @@ def make(fake: FakeSlack, clock: VirtualClock, store: Store | None = None, **kw:
     extra = {k: kw.pop(k) for k in ("expect_model_summary",) if k in kw}
     client = httpx.AsyncClient(transport=fake.transport())
     return SlackSink(settings(**kw), store or Store.open(None), client=client, clock=clock, sleep=clock.sleep,
+                     rng=random.Random(0),
                      **extra)
 
 
@@ -211,7 +213,7 @@ class TestRoutingAndDigest:
                 await sink.emit(finding(f"f{i}"))
             await sink.emit(finding("f4", 2, "resolved"))
             await anyio.wait_all_tasks_blocked()
-            clock.now += 301
+            clock.advance(301)
             await sink.emit(finding("late"))
         roots = fake.roots()
         digests = [m for m in roots if "Digest" in m.body["text"]]

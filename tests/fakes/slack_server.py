@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import re
 from collections import deque
@@ -277,29 +278,38 @@ class FakeSlack:
 
 
 class VirtualClock:
-    """Time for the sink and the fake: ``sleep`` waits for ``advance`` (or, with ``autojump``, jumps)."""
+    """Time for the sink and the fake: ``sleep`` waits for ``advance`` (or, with ``autojump``, jumps).
+
+    Kept in whole microseconds, and a sleep always ends a microsecond late rather than early, so
+    float rounding can never wake a throttled sender just before its deadline.
+    """
 
     def __init__(self, start: float = 1_773_478_800.0, *, autojump: bool = False) -> None:
-        self.now = start
+        self._us = round(start * 1_000_000)
         self.autojump = autojump
-        self._sleepers: list[tuple[float, anyio.Event]] = []
+        self._sleepers: list[tuple[int, anyio.Event]] = []
 
     def __call__(self) -> float:
-        return self.now
+        return self._us / 1_000_000
+
+    @property
+    def now(self) -> float:
+        return self()
 
     async def sleep(self, delay: float) -> None:
+        deadline = self._us + max(0, math.ceil(delay * 1_000_000)) + 1
         if self.autojump:
-            self.now += max(0.0, delay)
+            self._us = deadline
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        self._sleepers.append((self.now + delay, event))
+        self._sleepers.append((deadline, event))
         await event.wait()
 
     def advance(self, delay: float) -> None:
-        self.now += delay
-        due = [s for s in self._sleepers if s[0] <= self.now]
-        self._sleepers = [s for s in self._sleepers if s[0] > self.now]
+        self._us += round(delay * 1_000_000)
+        due = [s for s in self._sleepers if s[0] <= self._us]
+        self._sleepers = [s for s in self._sleepers if s[0] > self._us]
         for _, event in due:
             event.set()
 
@@ -307,4 +317,4 @@ class VirtualClock:
         """From now on sleeps jump (used to drain at the end of a paced test)."""
         self.autojump = True
         if self._sleepers:
-            self.advance(max(t for t, _ in self._sleepers) - self.now)
+            self.advance((max(t for t, _ in self._sleepers) - self._us) / 1_000_000)
