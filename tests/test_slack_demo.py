@@ -43,10 +43,7 @@ class TestDemoIncidentInSlack:
         app.pipeline.sinks = [sink]
         try:
             with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(sink.run)
-                    await app.pipeline.run()  # closes its sinks at the end: the sender drains
-                    await sink.aclose()
+                await app.pipeline.run()  # runs sink.run() in its task group; aclose drains the sender
         finally:
             await app.aclose()
             findings = app.store.findings()
@@ -79,5 +76,8 @@ class TestDemoIncidentInSlack:
         assert all(b - a >= 1.0 for a, b in pairwise(ok))  # one channel here
         counts = fake.counts()
         assert counts["429"] >= 0.2 * counts["calls"]
-        print(f"\nslack demo: findings={len(findings)} clusters_announced={len(latest)} {counts} "
+        kinds = Counter(f.kind for f in findings)
+        refired = sum(1 for f in findings if f.kind == "new" and f.version > 1)  # a note in the thread each
+        assert counts["replies"] == sum(n for k, n in kinds.items() if k not in ("new", "summary")) + refired
+        print(f"\nslack demo: findings={len(findings)} {dict(kinds)} clusters_announced={len(latest)} {counts} "
               f"sink={dict(sink.stats)}")

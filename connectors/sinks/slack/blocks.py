@@ -162,6 +162,8 @@ class Renderer:
             line = f":white_check_mark: *Resolved*: quiet since {_when(f.last_seen)} ({f.count} events in all)"
         elif f.kind == "spike":
             line = f":chart_with_upwards_trend: *Spike*: {f.count} events so far, last at {_when(f.last_seen)}"
+        elif f.kind == "new":
+            line = f":rotating_light: *Firing again*: {f.count} events in all, last at {_when(f.last_seen)}"
         elif f.kind == "variant":
             line = f":twisted_rightwards_arrows: *New variant* ({f.count} events in all)"
         else:

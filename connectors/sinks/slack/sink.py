@@ -53,6 +53,7 @@ log = structlog.get_logger("triage.slack")
 
 LIVE_CAP = 6000  # characters of streamed text kept per finding (the message shows at most 3,000)
 _BACKOFF_BASE_S = 1.0
+_VERSIONS_KEPT = 64  # versions remembered per finding, to ignore replays
 
 
 class SlackStore(Protocol):
@@ -139,7 +140,7 @@ class SlackSink:
         self.failed: str | None = None  # a refusal of the token: nothing is sent until a restart
         self._items: dict[int, _Item] = {}
         self._latest: dict[str, Finding] = {}
-        self._versions: dict[str, int] = {}
+        self._versions: dict[str, list[int]] = {}
         self._live: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._msgs: dict[str, _Msg | None] = {}
@@ -163,21 +164,24 @@ class SlackSink:
 
     async def emit(self, finding: Finding) -> None:
         """Record what ``finding`` asks for in the outbox (durable at return) and wake the sender."""
-        last = self._versions.get(finding.id)
-        if last is None:
+        seen = self._versions.get(finding.id)
+        if seen is None:
             raw = self._state.get_sink_state(self.name, "ver:" + finding.id)
-            last = int(raw) if raw else 0
-        if finding.version <= last:
+            seen = self._versions[finding.id] = list(orjson.loads(raw)) if raw else []
+        if finding.version in seen:
             return  # a replay after a crash: already queued
-        f = self._merge(finding)
-        self._latest[f.id] = f
-        self._versions[f.id] = f.version
+        # Versions may arrive out of order (the model's answer after a spike): the root shows the
+        # newest facts with the best summary known.
+        self._latest[finding.id] = self._merge(finding)
+        f = finding if finding.summary is not None else self._latest[finding.id]
         if f.kind == "summary":
             self._live.pop(f.id, None)
             self._dirty.discard(f.id)
         for op, hold in self._ops(f):
             self._add(op, f, hold)
-        self._state.put_sink_state(self.name, "ver:" + f.id, str(f.version))
+        seen.append(f.version)
+        del seen[:-_VERSIONS_KEPT]
+        self._state.put_sink_state(self.name, "ver:" + f.id, orjson.dumps(seen).decode())
         self._wake.set()
 
     async def summary_delta(self, finding: Finding, text: str) -> None:
@@ -233,8 +237,8 @@ class SlackSink:
             if f.kind == "new":
                 return [("hook", self._clock() + self.settings.webhook_wait_s if self._expect_summary else 0.0)]
             return []
-        if f.kind == "new":
-            return [("root", 0.0)]
+        if f.kind == "new":  # a version > 1: firing again after it was resolved
+            return [("root", 0.0)] if f.version == 1 else [("reply", 0.0), ("edit", 0.0)]
         if f.kind == "summary":
             return [("edit", 0.0)]
         return [("reply", 0.0), ("edit", 0.0)]
@@ -242,11 +246,13 @@ class SlackSink:
     def _merge(self, f: Finding) -> Finding:
         """Later findings may come without the model's answer: keep showing the best summary known."""
         prev = self._latest.get(f.id)
-        if prev is None or prev.summary is None:
+        if prev is None:
             return f
-        if f.summary is None or (f.summary.source != "llm" and prev.summary.source == "llm"):
-            return f.model_copy(update={"summary": prev.summary})
-        return f
+        newer, older = (f, prev) if f.version >= prev.version else (prev, f)
+        best = older.summary
+        if best is not None and (newer.summary is None or (newer.summary.source != "llm" and best.source == "llm")):
+            return newer.model_copy(update={"summary": best})
+        return newer
 
     def _add(self, op: str, f: Finding, hold: float) -> None:
         payload = orjson.dumps({"op": op, "hold": hold, "finding": f.model_dump(mode="json")}).decode()
@@ -421,13 +427,14 @@ class SlackSink:
     async def _send(self, item: _Item) -> None:
         self._inflight = item.seq
         try:
-            await self._deliver(item)
+            complete = await self._deliver(item)
         except SlackRetry as e:
             self._retry(item, e)
         except SlackRefused as e:
             self._refused(item, e)
         else:
-            self._done(item)
+            if complete:
+                self._done(item)
         finally:
             self._inflight = None
 
@@ -498,19 +505,17 @@ class SlackSink:
 
     # --- calls ---------------------------------------------------------------------------------------
 
-    async def _deliver(self, item: _Item) -> None:
+    async def _deliver(self, item: _Item) -> bool:
+        """Make one call for ``item``; True when it is complete."""
         f = item.finding
         if self.webhook:
             await self._hook(item)
-            return
+            return True
         latest = self._latest.get(f.id, f)
         msg = self._msg(f.id)
         if msg is None:
             await self._post_root(latest, item.minimal)
-            if item.op != "reply":
-                return
-            msg = self._msg(f.id)
-            assert msg is not None
+            return item.op != "reply"  # a reply goes next round, after the channel's interval
         if msg.digest:
             await self._digest_update(msg, latest if item.op != "reply" else f)
         elif item.op == "reply":
@@ -520,6 +525,7 @@ class SlackSink:
             self.stats["replies"] += 1
         else:
             await self._update(msg, self._render.minimal(latest) if item.minimal else self._render.root(latest))
+        return True
 
     async def _post_root(self, f: Finding, minimal: bool) -> None:
         name = self.route(f)
