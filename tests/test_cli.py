@@ -186,3 +186,21 @@ class TestSilenceCommand:
     def test_bad_duration(self, text: str, tmp_path: Path) -> None:
         """A duration that is not 30m/2h/1d-like is refused with exit 2."""
         assert cli.main(["silence", "add", "--cluster", "c1", f"--for={text}", "--state-dir", str(tmp_path)]) == 2
+
+
+class TestWiring:
+    def test_slack_sink_from_settings(self, tmp_path: Path) -> None:
+        """`--sink slack` builds the Slack sink from slack.* settings; without a token or webhook it is refused."""
+        from connectors.sinks.slack import SlackSink
+        from triage.app import build
+        from triage.errors import ConfigError
+        from triage.settings import load_settings
+
+        settings = load_settings(None, sinks=("slack",), state_dir=tmp_path, slack={"token": "xoxb-test"})
+        app = build(settings, follow=False)
+        try:
+            assert [type(s) for s in app.pipeline.sinks] == [SlackSink]
+        finally:
+            app.store.close()
+        with pytest.raises(ConfigError):
+            build(load_settings(None, sinks=("slack",), state_dir=tmp_path), follow=False)

@@ -6,7 +6,6 @@ Kept apart from ``cli.py`` so that tests and benchmarks build the same pipeline 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,25 +82,27 @@ def build_sources(settings: Settings, store: Store, *, follow: bool, name: str |
     return sources
 
 
-def build_sinks(specs: Sequence[str], *, color: bool | None = None, quiet: bool = False,
-                console_file: TextIO | None = None, settings: Settings | None = None) -> list[Sink]:
+def build_sinks(settings: Settings, store: Store, *, color: bool | None = None, quiet: bool = False,
+                console_file: TextIO | None = None) -> list[Sink]:
     sinks: list[Sink] = []
-    for spec in specs:
+    for spec in settings.sinks:
         if spec == "terminal":
             if not quiet:
                 sinks.append(TerminalSink(file=console_file, color=color))
         elif spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
             sinks.append(JsonlSink(Path(spec[len("jsonl:"):])))
+        elif spec == "slack":
+            from connectors.sinks.slack import SlackSink
+
+            sinks.append(SlackSink(settings.slack, store, expect_model_summary=settings.llm.enabled))
         elif spec.startswith("kafka://"):
             from connectors.kafka_common import parse_kafka_url
             from connectors.sinks.kafka import KafkaSink
-            from triage.settings import KafkaSettings
 
-            kafka = settings.kafka if settings is not None else KafkaSettings()
-            servers, topic = parse_kafka_url(spec, kafka, default_topic=kafka.findings_topic)
-            sinks.append(KafkaSink(topic, kafka, bootstrap_servers=servers, name=spec))
+            servers, topic = parse_kafka_url(spec, settings.kafka, default_topic=settings.kafka.findings_topic)
+            sinks.append(KafkaSink(topic, settings.kafka, bootstrap_servers=servers, name=spec))
         else:
-            raise ConfigError(f"sink {spec!r}: expected terminal, jsonl:PATH or kafka://HOST:PORT/TOPIC")
+            raise ConfigError(f"sink {spec!r}: expected terminal, jsonl:PATH, slack or kafka://HOST:PORT/TOPIC")
     return sinks
 
 
@@ -112,9 +113,9 @@ def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet:
 
     ``transport`` (tests) replaces the network under the model client.
     """
-    sinks = build_sinks(settings.sinks, color=color, quiet=quiet, console_file=console_file, settings=settings)
     store = Store.open(settings.state_dir)
     try:
+        sinks = build_sinks(settings, store, color=color, quiet=quiet, console_file=console_file)
         sources = build_sources(settings, store, follow=follow, name=source_name)
         clusterer = StreamingClusterer(max_clusters=settings.clustering.max_clusters,
                                        max_samples=settings.clustering.max_samples, on_evict=store.touch,

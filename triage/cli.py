@@ -35,13 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help="TOML settings file (see config/triage.example.toml)")
     common.add_argument("--state-dir", type=Path, help="where the store lives (default .triage/)")
     common.add_argument("--sink", action="append", dest="sinks", metavar="SINK",
-                        help="terminal | jsonl:PATH (repeatable; replaces the configured sinks)")
+                        help="terminal | jsonl:PATH | slack | kafka://HOST:PORT/TOPIC (repeatable; replaces the configured sinks)")
     common.add_argument("--no-color", action="store_true", help="plain terminal output")
     common.add_argument("--quiet", action="store_true", help="no findings on the terminal sink's console")
 
     run = sub.add_parser("run", parents=[common], help="run the pipeline on configured sources until stopped")
     run.add_argument("--source", action="append", dest="sources", metavar="SOURCE",
-                     help="file:GLOB | stdin (repeatable; replaces the configured sources)")
+                     help="file:GLOB | stdin | kafka://HOST:PORT/TOPIC (repeatable; replaces the configured sources)")
     run.add_argument("--once", action="store_true", help="read the sources to their end, flush and exit (replay)")
 
     demo = sub.add_parser("demo", parents=[common], help="replay the bundled sample incident (no network)")

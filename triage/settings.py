@@ -213,7 +213,7 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(Path(".triage"), description="where the SQLite store lives")
     sources: Annotated[tuple[str, ...], NoDecode] = Field((), description='"file:GLOB", "stdin"')
-    sinks: Annotated[tuple[str, ...], NoDecode] = Field(("terminal",), description='"terminal", "jsonl:PATH"')
+    sinks: Annotated[tuple[str, ...], NoDecode] = Field(("terminal",), description='"terminal", "jsonl:PATH", "slack", "kafka://HOST:PORT/TOPIC"')
     file: FileSettings = FileSettings()
     pipeline: PipelineSettings = PipelineSettings()
     clustering: ClusteringSettings = ClusteringSettings()
