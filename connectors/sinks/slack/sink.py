@@ -157,7 +157,8 @@ class SlackSink:
         self._running = False
         self._started = False
         self._stopped = anyio.Event()
-        self._scope = anyio.CancelScope()
+        self._scope: anyio.CancelScope | None = None  # made in run(): it needs a running event loop
+        self._cancelled = False
         self._load()
 
     # --- the Sink seam -----------------------------------------------------------------------------
@@ -214,7 +215,9 @@ class SlackSink:
                     await self._stopped.wait()
                 else:
                     await self.run()
-            self._scope.cancel()
+            self._cancelled = True
+            if self._scope is not None:
+                self._scope.cancel()
             if self._running:
                 await self._stopped.wait()
         finally:
@@ -342,6 +345,9 @@ class SlackSink:
             return  # run once: after aclose (which may have drained inline) there is nothing to do
         self._started = True
         self._running = True
+        self._scope = anyio.CancelScope()
+        if self._cancelled:
+            self._scope.cancel()
         try:
             with self._scope:
                 while True:
