@@ -245,8 +245,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init (command line) > env > defaults; no dotenv, no file read implicitly.
-        return (init_settings, env_settings)
+        # command line > env > the TOML file named by load_settings (never one found implicitly) > defaults.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
@@ -263,18 +263,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         toml_file = Path(config)
 
         class _FromToml(Settings):
-            @classmethod
-            def settings_customise_sources(
-                cls,
-                settings_cls: type[BaseSettings],
-                init_settings: PydanticBaseSettingsSource,
-                env_settings: PydanticBaseSettingsSource,
-                dotenv_settings: PydanticBaseSettingsSource,
-                file_secret_settings: PydanticBaseSettingsSource,
-            ) -> tuple[PydanticBaseSettingsSource, ...]:
-                return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
+            model_config = SettingsConfigDict(toml_file=toml_file)
 
-        return Settings.model_validate(_FromToml(**overrides).model_dump())
+        return _FromToml(**overrides)
     except ValidationError as e:
         raise ConfigError(_one_line(e)) from e
     except SettingsError as e:
