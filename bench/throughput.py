@@ -1,7 +1,7 @@
 """Throughput and peak memory of triage's clusterer against Drain3, next to the JSON-decoding floor.
 
     python bench/throughput.py [--data ../shared/loghub2k] [--lines 1000000] [--drain3-changing-lines N]
-                               [--no-cap-check] [--json OUT]
+                               [--cap-check] [--json OUT]
 
 Streams (generated from the Loghub-2k systems, read in place, never copied):
 - ``repeat``: the concrete Content lines of all systems, interleaved, cycled up to ``--lines``;
@@ -19,22 +19,34 @@ Speed run (no tracemalloc): the stream comes in chunks of 5,000 lines generated 
 the clock runs only around the engine calls. triage runs ``StreamingClusterer.add`` on one ``Event`` per
 line (Events are built with the chunk, outside the timed loop: building them is the decoder's work, and
 Drain3 is given the bare strings); Drain3 runs ``add_log_message`` with its default configuration.
-``rss`` is the process's ``ru_maxrss`` at the end minus its resident set just before the engine is
-created, with the high-water mark reset at that point (``clear_refs``), so it is the resident growth
-of engine plus one chunk of input (a few MB at most).
+``rss`` is the process's ``ru_maxrss`` at the end minus a baseline taken in the same worker just before
+the engine is created: there the high-water mark is reset to the current resident set (``clear_refs``;
+without the reset it would still hold the setup's peak and, after fork, the parent's size), and the
+baseline is ``ru_maxrss`` right after the reset. So ``rss`` is the resident growth of the engine plus
+one chunk of input (a few MB at most). Where the reset is refused (``hwm_reset`` false in ``-v``
+output) the baseline is the current resident set and ``rss`` can under-report.
 
 Memory run (a second worker, with tracemalloc): tracemalloc starts after the warm-up, just before the
 engine is created, and lines are generated and fed one at a time; ``peak`` is tracemalloc's peak of the
 Python allocations made from then on: the engine's state plus the transient allocations of one line.
-tracemalloc slows allocation-heavy code about 2x, hence the separate run for speed.
+tracemalloc slows both engines 7-9x here, hence the separate run for speed (and no RSS from this run:
+tracemalloc's own bookkeeping is resident too).
 
-Drain3 on the changing stream runs at about 3k lines/s (its clusters fragment and it scans them), so
-by default it is measured on the first ``--drain3-changing-lines`` lines of the same stream (printed and
-written as ``drain3_lines``); its rate falls as clusters grow, so a prefix flatters Drain3.
+Drain3 on the changing stream slows as its clusters fragment (about 13k lines/s over the first 200k
+lines, about 3k/s over 1M, and 8x slower again under tracemalloc), so by default it is measured on the
+first ``--drain3-changing-lines`` lines of the same stream (printed, and written as ``drain3_lines``);
+a prefix flatters Drain3. triage is also timed on that prefix (``triage_lps_on_drain3_lines``) for a
+same-input ratio. ``--drain3-changing-lines 0`` runs Drain3 on all lines (about 6 more minutes, and the
+tracemalloc run then takes most of an hour).
 
-Cap check (on by default): triage on the changing stream at 250k lines and at ``--lines`` lines, with
-``max_clusters=200`` and with the default cap, speed and memory runs: with a bounded cap the peaks stay
-flat as the input grows. The floor is ``orjson.loads`` of the same number of JSON records read from a file.
+The floor is ``orjson.loads`` of the same number of JSON records read from a file.
+
+Cap check (``--cap-check``, instead of the table above): triage on the changing stream at 250k lines and at
+``--lines`` lines, with ``max_clusters=200`` and with the default cap, speed and memory runs each: memory
+bounded by the cap shows as peaks that stay flat while the input grows 4x.
+
+Time on a shared 2-core machine: about 6.5 minutes for the default run, 4.5 for ``--cap-check``; most of
+it is the tracemalloc runs (tracemalloc slows these engines 7-9x).
 """
 
 from __future__ import annotations
@@ -267,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=1_000_000, help="lines per stream (default 1,000,000)")
     ap.add_argument("--drain3-changing-lines", type=int, default=200_000,
                     help="Drain3 on the changing stream: this prefix of it (0 = all --lines)")
-    ap.add_argument("--no-cap-check", dest="cap_check", action="store_false",
-                    help="skip the memory-vs-input-size runs of triage")
+    ap.add_argument("--cap-check", action="store_true",
+                    help="instead of the engine table: triage's memory at two input sizes and two caps")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true", help="print every worker's result to stderr")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -281,6 +293,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args)))
         return 0
     t_start = time.perf_counter()
+    report = cap_check(args) if args.cap_check else compare(args)
+    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+    print(f"wall time: {report['wall_s']:.0f}s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """The issue's table: floor, then triage and Drain3 on both streams."""
     n = args.lines
     d3_changing = min(args.drain3_changing_lines or n, n)
     floor = run(args, "floor", "repeat", "speed", n)
@@ -308,19 +331,16 @@ def main(argv: list[str] | None = None) -> int:
               f" {t['peak_mb']:>11.1f} {d['peak_mb']:>11.1f} {t['rss_peak_mb']:>10.1f} {d['rss_peak_mb']:>10.1f}"
               f" {t['clusters']:>6}/{d['clusters']}/{t['true_templates']:<5} {d_lines:>12,}")
     if d3_changing < n:
+        same = run(args, "triage", "changing", "speed", d3_changing)
+        report["changing"]["triage_lps_on_drain3_lines"] = round(same["lps"])
         print(f"note: Drain3 on the changing stream ran on its first {d3_changing:,} lines (its rate falls as"
-              f" its clusters grow, so the prefix flatters it); triage ran all {n:,}.")
-    if args.cap_check:
-        report["cap_check"] = cap_check(args, t_changing=t)
-    report["wall_s"] = round(time.perf_counter() - t_start, 1)
-    print(f"wall time: {report['wall_s']:.0f}s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+              f" its clusters grow, so the prefix flatters it); triage ran all {n:,}.\n"
+              f"      On the same {d3_changing:,}-line prefix triage runs {same['lps']:,.0f} lines/s,"
+              f" {same['lps'] / report['changing']['drain3_lps']:.1f}x Drain3.")
+    return report
 
 
-def cap_check(args: argparse.Namespace, t_changing: dict[str, Any]) -> dict[str, Any]:
+def cap_check(args: argparse.Namespace) -> dict[str, Any]:
     """triage's memory on the changing stream at two input sizes, with a small and the default cap."""
     import inspect
 
@@ -328,16 +348,13 @@ def cap_check(args: argparse.Namespace, t_changing: dict[str, Any]) -> dict[str,
 
     default_cap = inspect.signature(StreamingClusterer).parameters["max_clusters"].default
     sizes = sorted({min(CAP_LINES, args.lines), args.lines})
-    print("\ncap check: triage on the changing stream (peak = tracemalloc peak MB; rss = ru_maxrss growth MB)")
+    print("cap check: triage on the changing stream (peak = tracemalloc peak MB; rss = ru_maxrss growth MB)")
     print(f"{'max_clusters':>12} {'lines':>10} {'peak MB':>8} {'end MB':>7} {'rss MB':>7} {'clusters':>9}"
           f" {'lines/s':>9}")
-    out: dict[str, Any] = {"default_cap": default_cap, "small_cap": SMALL_CAP, "runs": []}
+    out: dict[str, Any] = {"stream": "changing", "default_cap": default_cap, "small_cap": SMALL_CAP, "runs": []}
     for cap in (SMALL_CAP, default_cap):
         for lines in sizes:
-            if cap == default_cap and lines == args.lines:
-                r = t_changing  # already measured above, with the default cap
-            else:
-                r = measure(args, "triage", "changing", lines, 0 if cap == default_cap else cap)
+            r = measure(args, "triage", "changing", lines, 0 if cap == default_cap else cap)
             row = {"max_clusters": cap, "lines": lines, "peak_mb": r["peak_mb"], "end_mb": r["end_mb"],
                    "rss_peak_mb": r["rss_peak_mb"], "clusters": r["clusters"], "lps": round(r["lps"])}
             out["runs"].append(row)
