@@ -109,7 +109,7 @@ async def _measure(base_url: str, model: str, n: int, *, max_tokens: int, seed: 
         if provider:
             llm["provider"] = provider
         settings = load_settings(None, state_dir=Path(tmp) / "state", sinks=(), sources=(f"file:{log}",),
-                                 file={"poll_interval_s": 0.01}, llm=llm)
+                                 llm=llm)
         app = build(settings, follow=True)
         sink = TimingSink()
         app.pipeline.sinks = [sink]  # type: ignore[list-item]

@@ -35,7 +35,7 @@ class FileSettings(_Section):
     """How file sources read (``file:GLOB`` in ``sources``)."""
 
     start_at: Literal["beginning", "end"] = "beginning"
-    poll_interval_s: float = Field(0.25, gt=0, le=60)
+    poll_interval_s: float = Field(0.05, gt=0, le=60, description="new lines are seen within this time")
     max_line_bytes: int = Field(65_536, ge=256, le=16 * 1024 * 1024)
 
 

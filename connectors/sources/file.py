@@ -289,7 +289,7 @@ class FileSource:
         *,
         start_at: Literal["beginning", "end"] = "beginning",
         follow: bool = True,
-        poll_interval: float = 0.25,
+        poll_interval: float = 0.05,
         max_line_bytes: int = 65536,
         read_chunk: int = 256 * 1024,
         max_batch: int = 2048,
