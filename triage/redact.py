@@ -383,6 +383,10 @@ class Redactor:
         self.ips = ips
         self._extra = tuple(re.compile(p) for p in extra_patterns)
 
+    def might_contain_secret(self, text: str) -> bool:
+        """False when ``text`` certainly holds no secret (the cheap check ``redact`` starts with)."""
+        return bool(self._extra) or _PRECHECK.search(text.lower()) is not None
+
     def redact(self, text: str) -> str:
         """Replace every secret in ``text`` by a typed marker; returns ``text`` itself when there is none."""
         low = text.lower()

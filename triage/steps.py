@@ -22,12 +22,20 @@ class RedactSecrets:
     After this step no secret reaches the store, a prompt, a sink or triage's own logs.
     """
 
-    __slots__ = ("_redact",)
+    __slots__ = ("_keys", "_might", "_redact")
 
     def __init__(self, redactor: Redactor) -> None:
         self._redact = redactor.redact
+        self._might = redactor.might_contain_secret
+        self._keys: dict[str, bool] = {}  # attribute key -> names a secret (keys repeat: cached, bounded)
 
     def __call__(self, event: Event) -> Event:
+        # Fast path: message, exception and attribute values all come from the raw text, so when the
+        # raw text passes the cheap check (and has no JSON \u escapes that could spell a secret) and no
+        # attribute is named like a secret, there is nothing to do.
+        raw = event.raw
+        if "\\u" not in raw and not self._might(raw) and not self._secret_key_in(event.attributes):
+            return event
         redact = self._redact
         event.message = redact(event.message)
         event.raw = redact(event.raw)
@@ -38,6 +46,18 @@ class RedactSecrets:
         if event.attributes:
             event.attributes = {k: self._value(k, v) for k, v in event.attributes.items()}
         return event
+
+    def _secret_key_in(self, attributes: dict[str, Any]) -> bool:
+        keys = self._keys
+        for key, value in attributes.items():
+            hit = keys.get(key)
+            if hit is None:
+                if len(keys) >= 4096:
+                    keys.clear()
+                hit = keys[key] = _SECRET_KEY.search(key) is not None
+            if hit or type(value) is dict:
+                return True
+        return False
 
     def _value(self, key: str, value: Any) -> Any:
         if _SECRET_KEY.search(key) and value not in (None, "", True, False):
