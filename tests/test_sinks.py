@@ -72,3 +72,12 @@ class TestTerminal:
         text = out.getvalue()
         assert "\x1b" not in text and "\x07" not in text
         assert "[bold red]x[/]" in text
+
+    async def test_updates_are_one_line(self) -> None:
+        """A resolve (or spike, repeat, variant) is one line about the incident, not its summary again."""
+        out = io.StringIO()
+        sink = TerminalSink(file=out, color=False, width=200)
+        await sink.emit(_finding().model_copy(update={"kind": "resolved", "version": 3}))
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 1
+        assert "RESOLVED" in lines[0] and "resolved: quiet since" in lines[0] and "model-free" not in lines[0]

@@ -19,6 +19,18 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 _STYLE = {"CRITICAL": "bold white on red", "ERROR": "bold red", "WARNING": "bold yellow"}
 
 
+def _quiet_since(f: Finding) -> str:
+    return f"resolved: quiet since {datetime.fromtimestamp(f.last_seen, UTC):%H:%M:%S}"
+
+
+_UPDATE = {
+    "spike": lambda f: "spike: its rate jumped above its own baseline",
+    "variant": lambda f: "new variant: " + clean(f.template)[:120],
+    "repeat": lambda f: "still firing",
+    "resolved": _quiet_since,
+}
+
+
 def clean(text: str) -> str:
     """Make untrusted text safe for a terminal (no escape sequences, no control characters)."""
     return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", text)
@@ -54,14 +66,19 @@ class TerminalSink:
     async def emit(self, finding: Finding) -> None:
         self._end_stream()
         c = self.console
-        when = datetime.fromtimestamp(finding.first_seen, UTC).strftime("%H:%M:%S")
+        update = finding.kind not in ("new", "summary")
+        when = datetime.fromtimestamp(finding.created_at if update else finding.first_seen, UTC)
         head = Text()
         head.append(f" {finding.kind.upper()} ", style="reverse")
         head.append(" ")
         head.append(finding.level, style=_STYLE.get(finding.level, "bold"))
         head.append(f"  {clean(finding.service)}", style="cyan")
-        head.append(f"  {when}  ×{finding.count}  ", style="dim")
+        head.append(f"  {when:%H:%M:%S}  ×{finding.count}  ", style="dim")
         head.append(finding.id, style="dim")
+        if update:  # a later word about a known incident: one line, not the whole summary again
+            head.append("  " + _UPDATE[finding.kind](finding))
+            c.print(head, soft_wrap=True)
+            return
         c.print(head)
         s = finding.summary
         if s is None:
