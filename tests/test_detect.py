@@ -211,3 +211,13 @@ class TestLifecycle:
         f = Feeder(d)
         assert f.at(0, _cluster("c1")) == []
         assert len(f.at(0, _cluster("c2"))) == 1
+
+
+class TestSampleDisplay:
+    def test_structured_fields_join_the_message(self) -> None:
+        """A JSON event's sample says more than its msg: scalar fields follow, bounded; nested ones are left out."""
+        s = Sample(1.0, "api", "upstream error", (), {"status": 502, "path": "/api", "ctx": {"a": 1}, "x": None})
+        assert s.display() == "upstream error status=502 path=/api"
+        long = Sample(1.0, "api", "m", (), {f"k{i}": "v" * 50 for i in range(50)})
+        assert len(long.display(limit=200)) <= 200
+        assert Sample(1.0, "api", "plain").display() == "plain"

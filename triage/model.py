@@ -149,6 +149,23 @@ class Sample:
     service: str
     message: str
     params: tuple[str, ...] = ()
+    attributes: dict[str, Any] | None = None  # the event's structured fields (a reference, not a copy)
+
+    def display(self, limit: int = 400) -> str:
+        """The message with the event's scalar fields (``status=502 path=/api``): what a sample says."""
+        if not self.attributes:
+            return self.message
+        parts = [self.message]
+        size = len(self.message)
+        for key, value in self.attributes.items():
+            if isinstance(value, dict | list) or value is None:
+                continue
+            part = f"{key}={value}"
+            if size + len(part) + 1 > limit:
+                break
+            parts.append(part)
+            size += len(part) + 1
+        return " ".join(parts)
 
 
 @dataclass(slots=True)
@@ -287,7 +304,7 @@ class Finding(_Frozen):
             count=cluster.count,
             first_seen=cluster.first_seen,
             last_seen=cluster.last_seen,
-            samples=[SampleOut(timestamp=s.timestamp, service=s.service, message=s.message,
+            samples=[SampleOut(timestamp=s.timestamp, service=s.service, message=s.display(),
                                params=list(s.params)) for s in cluster.samples],
             exception=ExceptionOut.of(cluster.exception) if cluster.exception else None,
             summary=summary,

@@ -197,13 +197,14 @@ class StreamingClusterer:
             services[OTHER_SERVICES] = services.get(OTHER_SERVICES, 0) + 1
         samples = cluster.samples
         if len(samples) < self._max_samples:
-            samples.append(Sample(ts, service, event.message, params))
+            samples.append(Sample(ts, service, event.message, params, event.attributes or None))
         else:  # keep the first ones, refresh the last one in place (no allocation per event)
             last = samples[-1]
             last.timestamp = ts
             last.service = service
             last.message = event.message
             last.params = params
+            last.attributes = event.attributes or None
 
     def _params(self, entry: _Entry, message: str) -> tuple[str, ...]:
         template = entry.cluster.template

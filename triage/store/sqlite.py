@@ -406,7 +406,8 @@ def _cluster_row(cl: Cluster) -> tuple[Any, ...]:
     return (
         cl.id, cl.kind, cl.template, int(cl.level), cl.count, cl.warn_count, cl.first_seen, cl.last_seen,
         orjson.dumps(cl.services).decode(),
-        orjson.dumps([[s.timestamp, s.service, s.message, list(s.params)] for s in cl.samples]).decode(),
+        orjson.dumps([[s.timestamp, s.service, s.message, list(s.params), s.attributes] for s in cl.samples],
+                     default=str).decode(),
         orjson.dumps(exc).decode() if exc else None,
     )
 
@@ -416,7 +417,8 @@ def _cluster_from_row(row: tuple[Any, ...]) -> Cluster:
     return Cluster(
         id=cid, template=template, kind=kind, level=Level(level), count=count, first_seen=first,
         last_seen=last, services=orjson.loads(services),
-        samples=[Sample(t, s, m, tuple(p)) for t, s, m, p in orjson.loads(samples)],
+        samples=[Sample(row[0], row[1], row[2], tuple(row[3]), row[4] if len(row) > 4 else None)
+                 for row in orjson.loads(samples)],
         exception=_exc_from_obj(orjson.loads(exc)) if exc else None,
         warn_count=warn_count,
     )
