@@ -121,7 +121,8 @@ def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet:
                                        max_samples=settings.clustering.max_samples, on_evict=store.touch,
                                        on_merge=store.merged)
         clusterer.restore(store.load_clusters(limit=settings.clustering.max_clusters))
-        detector = Detector(settings.detect, versions=store.finding_versions(), silences=store.active_silences)
+        detector = Detector(settings.detect, versions=store.finding_versions(), silences=store.active_silences,
+                            resolved=store.resolved_incidents())
         redactor = Redactor(pii=settings.redact.pii, ips=settings.redact.ips,
                             extra_patterns=settings.redact.extra_patterns)
         llm = build_llm(settings, redactor=redactor, store=store, transport=transport)

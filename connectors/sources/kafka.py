@@ -34,7 +34,6 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +58,6 @@ DLQ_TRUNCATE_TO = 1024  # bytes kept of a dead letter the dead-letter topic refu
 _SERVICE_HEADERS = ("service", "service.name", "service_name", "app")
 # Control bytes that do not occur in text logs (tab, LF, CR, FF and ESC do).
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27)) + b"\x7f"
-_CONTROL_RE = re.compile(b"[" + re.escape(_CONTROL) + b"]")
 _ATTR_CACHE_MAX = 4096
 
 RebalanceHook = Callable[[frozenset[str], frozenset[str]], None]
@@ -72,13 +70,10 @@ def looks_binary(value: bytes) -> bool:
     encrypted bytes. A latin-1 line with a few accented letters is text (the decoder repairs it).
     """
     n = len(value)
-    if not n:
-        return False
-    ascii_ = value.isascii()
-    if ascii_ and _CONTROL_RE.search(value) is None:
-        return False  # the common case, without a copy
+    # Control bytes counted by deleting them (one C pass; cheaper than a regex search for the common
+    # case of ASCII text without any).
     bad = n - len(value.translate(None, _CONTROL))
-    if not ascii_:
+    if not value.isascii():
         try:
             value.decode()
         except UnicodeDecodeError:
@@ -363,36 +358,39 @@ class KafkaSource:
         dead_letters = bool(self.settings.dead_letter_topic)
         consumer = self._consumer
         cache = self._attr_cache
+        name = self.name
         for tp, msgs in data.items():
             part = self._parts.get(tp)
             if part is None or part.revoking or not msgs:
                 continue  # revoked meanwhile: its next owner reads these from the last commit
             stream = self._stream(tp)
-            for m in msgs:
+            append = out.append
+            for m in msgs:  # the per-record loop: locals only, no dict or list built for the common case
                 value = m.value
                 if value is None:  # a tombstone: no log line (the decoder counts it blank)
                     value = b""
-                key, headers = m.key, m.headers
-                if headers:
-                    attrs: dict[str, str] | None = _attributes(key, headers)
-                elif key is not None:  # keyed by service: one shared (read-only) dict per key
+                key = m.key
+                if m.headers:
+                    attrs: dict[str, str] | None = _attributes(key, m.headers)
+                elif key is None:
+                    attrs = None
+                else:  # keyed by service: one shared (read-only) dict per key
                     attrs = cache.get(key)
                     if attrs is None:
                         if len(cache) >= _ATTR_CACHE_MAX:
                             cache.clear()
                         attrs = cache[key] = _attributes(key, ())
-                else:
-                    attrs = None
-                ts = m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else now
-                r = Record(value, self.name, stream, m.offset, m.offset + 1, ts, "", attrs)
+                ts = m.timestamp
+                offset = m.offset
+                r = Record(value, name, stream, offset, offset + 1, ts / 1000 if ts and ts > 0 else now, "", attrs)
                 if dead_letters:
                     if len(value) > max_bytes:
                         r.dead_letter = "oversized"
                     elif looks_binary(value):
                         r.dead_letter = "undecodable"
                     if r.dead_letter is not None:
-                        self._dlq_meta[(stream, m.offset)] = (key, list(headers))
-                out.append(r)
+                        self._dlq_meta[(stream, offset)] = (key, list(m.headers))
+                append(r)
             if part.first < 0:
                 part.first = msgs[0].offset
             part.yielded = msgs[-1].offset + 1

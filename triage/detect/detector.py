@@ -81,11 +81,14 @@ class Detector:
 
     def __init__(self, settings: DetectSettings | None = None, *, versions: dict[str, int] | None = None,
                  min_level: Level | None = None, clock: Callable[[], float] = time.time,
-                 silences: Callable[[float], Iterable[Silence]] | None = None) -> None:
+                 silences: Callable[[float], Iterable[Silence]] | None = None,
+                 resolved: Iterable[str] = ()) -> None:
         self.settings = settings if settings is not None else DetectSettings()
         self._min_level = min_level if min_level is not None else Level[self.settings.min_level]
         self._clock = clock
         self._versions: dict[str, int] = dict(versions or {})
+        # Incidents whose latest word before a restart was "resolved": their next event reopens them.
+        self._resolved: set[str] = set(resolved)
         self._incidents: OrderedDict[str, Incident] = OrderedDict()
         self._by_trace: dict[tuple[str, ...], str] = {}
         self._variant_of: dict[str, str] = {}
@@ -138,7 +141,7 @@ class Detector:
             self._incidents.move_to_end(incident_id)
             return self._firing(incident, cluster, event, now)
         if incident_id in self._versions:  # announced before a restart: continue its incident
-            incident = self._restore(incident_id, now, event.stream)
+            incident = self._restore(incident_id, now, event.stream, cluster)
             return self._firing(incident, cluster, event, now)
         if event.level < self._min_level:
             return []
@@ -254,16 +257,28 @@ class Detector:
         while len(self._incidents) > self.settings.max_incidents:
             old_id, old = self._incidents.popitem(last=False)
             self._last_cluster.pop(old_id, None)
+            if not old.firing:  # forgotten while resolved: its next event reopens it
+                self._resolved.add(old_id)
             if old.trace_key is not None and self._by_trace.get(old.trace_key) == old_id:
                 del self._by_trace[old.trace_key]
             for member in old.members:
                 self._variant_of.pop(member, None)
 
-    def _restore(self, incident_id: str, now: float, stream: str) -> Incident:
-        incident = Incident(id=incident_id, version=self._versions[incident_id], last_event=now,
-                            announced_at=now, last_notified=now, minute=int(now // 60), stream=stream,
-                            first_event=now)
+    def _restore(self, incident_id: str, now: float, stream: str, cluster: Cluster) -> Incident:
+        """An incident announced before a restart (or forgotten): firing again, or resolved if it was.
+
+        It keeps a cluster snapshot, so that it can be resolved and reminded of like any other.
+        """
+        resolved = incident_id in self._resolved
+        self._resolved.discard(incident_id)
+        key = trace_key(cluster.exception) if cluster.kind == "trace" else None
+        incident = Incident(id=incident_id, version=self._versions[incident_id], firing=not resolved,
+                            last_event=now, announced_at=now, last_notified=now, minute=int(now // 60),
+                            stream=stream, first_event=now, trace_key=key)
         self._remember(incident)
+        self._last_cluster[incident_id] = cluster
+        if key is not None:
+            self._by_trace.setdefault(key, incident_id)
         return incident
 
     def _is_silenced(self, cluster: Cluster, now: float) -> bool:

@@ -53,6 +53,7 @@ from triage.parsing.traces import (
 _GO_FUNC = 100  # a Go function line inside a goroutine dump (context decides, so not a line kind)
 _PY_FINAL = 101  # the "KeyError: 'x'" line that ends a Python traceback
 _MARKER_STARTS = frozenset({PY_START, GO_START, JAVA_START})
+_WARNING = Level.WARNING  # a module constant: the enum lookup costs ~60 ns per event on Python 3.11
 
 
 class _Pending:
@@ -98,7 +99,7 @@ class MultilineAssembler:
         """Feed one decoded event; return the events this completes (in stream order)."""
         stream = event.stream
         pending = self._pending.get(stream)
-        if pending is None and (event.format != "plain" or (event.has_timestamp and event.level < Level.WARNING)):
+        if pending is None and (event.format != "plain" or (event.has_timestamp and event.level < _WARNING)):
             return [event]  # the common case: nothing held, nothing to hold
         now = self._clock()
         plain = event.format == "plain" and not event.has_timestamp
@@ -156,7 +157,7 @@ class MultilineAssembler:
                 return "node"
             if kind == EXC_LINE and is_strict_exception_line(event.raw):
                 return "exc"
-        if event.level >= Level.WARNING:
+        if event.level >= _WARNING:
             return ""
         return None
 
@@ -270,7 +271,8 @@ class MultilineAssembler:
         if p.capped:
             event.attributes["truncated_lines"] = p.capped
         if p.trace_from >= 0 and (len(lines) - p.trace_from >= 2 or p.start_kind in _MARKER_STARTS):
-            exc = parse_trace("\n".join(lines[p.trace_from:]))
+            trace = event.raw if p.trace_from == 0 else "\n".join(lines[p.trace_from:])  # joined once
+            exc = parse_trace(trace)
             if exc is not None:
                 event.exception = exc
                 if p.trace_from == 0:

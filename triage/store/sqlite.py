@@ -340,6 +340,17 @@ class Store:
             versions[f.id] = max(versions.get(f.id, 0), f.version)
         return versions
 
+    def resolved_incidents(self) -> set[str]:
+        """Ids whose latest lifecycle finding (model answers aside) is "resolved": a restart reopens them."""
+        rows = self._conn.execute(
+            "SELECT id, kind FROM (SELECT id, kind, ROW_NUMBER() OVER (PARTITION BY id ORDER BY version DESC) AS n "
+            "FROM findings WHERE kind != 'summary') WHERE n = 1")
+        latest = dict(rows)
+        for f in sorted(self._findings, key=lambda f: f.version):
+            if f.kind != "summary":
+                latest[f.id] = f.kind
+        return {fid for fid, kind in latest.items() if kind == "resolved"}
+
     def findings(self) -> list[Finding]:
         rows = self._conn.execute("SELECT body FROM findings ORDER BY created_at, id, version")
         return [Finding.model_validate_json(body) for (body,) in rows]

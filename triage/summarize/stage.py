@@ -12,9 +12,7 @@ flight get ``drain_timeout_s`` to finish, then are cancelled (their findings are
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -64,18 +62,21 @@ class SummarizeStage:
     """Attaches summaries to findings; the model is called off the hot path."""
 
     def __init__(self, *, store: Store, detector: Detector, fallback: ModelFreeSummarizer,
-                 llm: LLMSummarizer | None, settings: LLMSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 llm: LLMSummarizer | None, settings: LLMSettings) -> None:
         self.store = store
         self.detector = detector
         self.fallback = fallback
         self.llm = llm
         self.settings = settings
-        self._clock = clock
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self.pending = 0
         self.skipped: dict[str, int] = {}
         self._latest: OrderedDict[str, Summary] = OrderedDict()
+        # Versions are stamped in two places (detection, and model answers here); a version is fixed and
+        # sent under this lock, and one not above the latest sent for its id is stamped again, so that
+        # sinks see every id's versions strictly increasing (and its times never going back).
+        self._order = anyio.Lock()
+        self._sent: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     async def run(self, inp: ObjectReceiveStream[WorkItem], out: MemoryObjectSendStream[OutItem]) -> None:
         async with inp, out, anyio.create_task_group() as tg:
@@ -84,8 +85,7 @@ class SummarizeStage:
                     await out.send(item)
                     continue
                 finding, start = self._first_version(item.finding)
-                self.store.add_finding(finding)
-                await out.send(finding)
+                finding = await self._publish(finding, out)
                 if start:
                     self.pending += 1
                     tg.start_soon(self._call, finding, item.context, out.clone())
@@ -138,8 +138,24 @@ class SummarizeStage:
             finally:
                 self.pending -= 1
             update = finding.model_copy(update={
-                "version": self.detector.next_version(finding.id), "kind": "summary", "summary": summary,
-                "created_at": self._clock(),
+                "version": 0, "kind": "summary", "summary": summary, "created_at": self.detector.now(),
             })
-            self.store.add_finding(self._keep(update))
-            await out.send(update)
+            await self._publish(self._keep(update), out)
+
+    async def _publish(self, finding: Finding, out: MemoryObjectSendStream[OutItem]) -> Finding:
+        """Store and send ``finding`` with a version above every version of its id sent before."""
+        async with self._order:
+            version, created_at = self._sent.get(finding.id, (0, finding.created_at))
+            if finding.version <= version or finding.created_at < created_at:
+                finding = finding.model_copy(update={
+                    "version": self.detector.next_version(finding.id) if finding.version <= version
+                    else finding.version,
+                    "created_at": max(created_at, finding.created_at),
+                })
+            self._sent[finding.id] = (finding.version, finding.created_at)
+            self._sent.move_to_end(finding.id)
+            while len(self._sent) > MAX_REMEMBERED:
+                self._sent.popitem(last=False)
+            self.store.add_finding(finding)
+            await out.send(finding)
+        return finding
