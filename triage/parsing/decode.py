@@ -59,6 +59,25 @@ def _epoch_number(n: float) -> float | None:
     return float(n)
 
 
+_EPOCH_NAIVE: Final = datetime(1970, 1, 1)
+
+
+def _iso_timestamp(value: str) -> float | None:
+    """An ISO-8601 string (``YYYY-MM-DD...``) as epoch seconds; without a zone it is taken as UTC."""
+    try:
+        dt = datetime.fromisoformat(value if value[-1] != "z" else value[:-1] + "Z")
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        # The same float as dt.replace(tzinfo=UTC).timestamp() (which subtracts the aware epoch), without
+        # the copy that costs more than the parse.
+        return (dt - _EPOCH_NAIVE).total_seconds()
+    try:
+        return dt.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def parse_timestamp(value: object) -> float | None:
     """Parse a timestamp as loggers write it (ISO-8601, epoch number or string, GCP {seconds,nanos}).
 
@@ -68,16 +87,7 @@ def parse_timestamp(value: object) -> float | None:
         if not value:
             return None
         if value[0].isdigit() and len(value) >= 10 and value[4:5] == "-":
-            try:
-                dt = datetime.fromisoformat(value if value[-1] != "z" else value[:-1] + "Z")
-            except ValueError:
-                return None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            try:
-                return dt.timestamp()
-            except (OverflowError, OSError, ValueError):
-                return None
+            return _iso_timestamp(value)
         try:
             return _epoch_number(float(value))
         except (ValueError, OverflowError):
@@ -158,7 +168,8 @@ _ERR_TYPE_KEYS: Final = ("err.type", "error.type", "error.kind", "exception.type
 _ERR_MSG_KEYS: Final = ("err.message", "error.message", "exception.message", "errorMessage", "error")
 
 
-_R_TS, _R_LEVEL, _R_MSG, _R_LOGGER, _R_SERVICE, _R_STACK, _R_ETYPE, _R_EMSG = range(8)
+# Roles, in this order (as the slots of _Shape): ts, level, msg, logger, service, stack, error type and
+# error message.
 _ROLES: dict[str, tuple[int, int]] = {}  # field name (flat or dotted) -> (role, priority)
 for _role, _keys in enumerate((_TS_KEYS, _LEVEL_KEYS, _MSG_KEYS, _LOGGER_KEYS, _SERVICE_KEYS, _STACK_KEYS,
                                _ERR_TYPE_KEYS, _ERR_MSG_KEYS)):
@@ -187,7 +198,8 @@ class _Shape:
     handful) and the per-record work is direct lookups: the values are the object itself and a
     candidate's "where" is its key. ``taken`` and ``attrs`` then also precompute the attributes for the
     common case where the first candidate of every role is the one used. An object with a nested member
-    that holds role fields (ECS ``log: {level: ...}``) gets a one-off shape over the list of values found.
+    that holds role fields (ECS ``log: {level: ...}``), or whose key set is seen for the first time, gets
+    a one-off shape over the list of the values found instead.
     """
 
     __slots__ = ("attrs", "emsg", "etype", "level", "logger", "msg", "nest", "serilog_info", "service",
@@ -198,13 +210,14 @@ class _Shape:
             if len(c) > 1:
                 c.sort(key=_by_priority)  # stable: equal priorities (flat and nested) keep object order
         self.ts, self.level, self.msg, self.logger, self.service, self.stack, self.etype, self.emsg = found
-        self.serilog_info = serilog_info  # Serilog compact leaves out @l for Information
+        self.serilog_info = serilog_info  # "@t" without "@l"
         self.nest: tuple[str, ...] = ()  # keys that, holding an object, make this flat shape not apply
         self.taken: frozenset[str] = frozenset()
         self.attrs: tuple[tuple[str, str], ...] | None = None  # (key, attribute name); None: per record
 
     @classmethod
-    def flat(cls, keys: tuple[str, ...]) -> _Shape:
+    def of_keys(cls, keys: tuple[str, ...]) -> _Shape:
+        """The shape shared by flat objects with these keys (to cache)."""
         found: list[list[Candidate]] = [[], [], [], [], [], [], [], []]
         roles = _ROLES
         for k in keys:
@@ -220,7 +233,8 @@ class _Shape:
         return shape
 
     @classmethod
-    def nested(cls, obj: dict[str, Any]) -> tuple[_Shape, list[Any]]:
+    def of(cls, obj: dict[str, Any]) -> tuple[_Shape, list[Any]]:
+        """The shape of this one object, nested members looked into, and the values it points at."""
         found: list[list[Candidate]] = [[], [], [], [], [], [], [], []]
         values: list[Any] = []
         for k, v in obj.items():
@@ -503,7 +517,7 @@ class Decoder:
         else:
             for k in shape.nest:
                 if type(obj[k]) is dict:
-                    shape, values = _Shape.nested(obj)
+                    shape, values = _Shape.of(obj)
                     break
         used: set[str] = set()
         ts: float | None = None
@@ -524,7 +538,7 @@ class Decoder:
                 used.add(top)
                 break
         if level is _UNKNOWN and shape.serilog_info:
-            level = _INFO
+            level = _INFO  # Serilog compact leaves out @l for Information
         p.level = level
         message = ""
         for _, where, top in shape.msg:
@@ -591,13 +605,13 @@ class Decoder:
             if len(seen) >= _MAX_SHAPES:
                 seen.clear()
             seen.add(keys)
-            return _Shape.nested(obj)
+            return _Shape.of(obj)
         if len(self._shapes) >= _MAX_SHAPES:
             self._shapes.clear()  # bounded: only many distinct repeating key sets get here
-        shape = self._shapes[keys] = _Shape.flat(keys)
+        shape = self._shapes[keys] = _Shape.of_keys(keys)
         for k in shape.nest:
             if type(obj[k]) is dict:
-                return _Shape.nested(obj)
+                return _Shape.of(obj)
         return shape, obj
 
     @staticmethod
@@ -644,13 +658,13 @@ class Decoder:
                 ts = m.group(1)
                 if " " in ts[19:]:  # "12:00:00.123 +02:00": fromisoformat wants no space before the zone
                     ts = ts[:19] + ts[19:].replace(" ", "")
-                p.ts = parse_timestamp(ts)
+                p.ts = _iso_timestamp(ts)  # the pattern guarantees the ISO date prefix
                 self._after_timestamp(text[m.end():], p)
                 return p
             if text[4:5] == "/":
                 m = _SLASH_TS.match(text)
                 if m is not None:
-                    p.ts = parse_timestamp(f"{m.group(1)}-{m.group(2)}-{m.group(3)}T{m.group(4)}"
+                    p.ts = _iso_timestamp(f"{m.group(1)}-{m.group(2)}-{m.group(3)}T{m.group(4)}"
                                            + (f".{m.group(5)[:6]}" if m.group(5) else ""))
                     rest = text[m.end():]
                     n = _NGINX.match(rest)
@@ -687,7 +701,7 @@ class Decoder:
             if text[1:2].isdigit():
                 m = _BRACKET_ISO.match(text)
                 if m is not None:
-                    p.ts = parse_timestamp(m.group(1).replace(",", "."))
+                    p.ts = _iso_timestamp(m.group(1).replace(",", "."))
                     self._after_timestamp(m.group(2), p)
                     return p
             else:
