@@ -232,3 +232,56 @@ async def test_orjson_roundtrip_of_summary_in_jsonl(tmp_path: Path) -> None:
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert [r["version"] for r in rows] == [1, 2]
     assert rows[1]["summary"]["likely_cause"] == ANSWER["likely_cause"]
+
+
+@pytest.mark.anyio
+class TestPriority:
+    async def test_most_severe_waiter_goes_first(self) -> None:
+        """With the model busy, a waiting CRITICAL summary is let in before WARNINGs that waited longer."""
+        from triage.summarize.stage import PriorityLimiter
+
+        limiter = PriorityLimiter(1)
+        await limiter.acquire(0)  # the one slot is busy
+        order: list[str] = []
+
+        async def wait(name: str, priority: int) -> None:
+            await limiter.acquire(priority)
+            order.append(name)
+            limiter.release()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait, "warning-1", -30)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(wait, "warning-2", -30)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(wait, "critical", -50)
+            await anyio.wait_all_tasks_blocked()
+            limiter.release()
+        assert order == ["critical", "warning-1", "warning-2"]
+
+    async def test_cancelled_waiter_gives_its_turn_away(self) -> None:
+        """A waiter cancelled while queued leaves no hole: the slot still reaches the next one."""
+        from triage.summarize.stage import PriorityLimiter
+
+        limiter = PriorityLimiter(1)
+        await limiter.acquire(0)
+        got = anyio.Event()
+        doomed = anyio.CancelScope()
+
+        async def first() -> None:
+            with doomed:
+                await limiter.acquire(-50)
+
+        async def second() -> None:
+            await limiter.acquire(-10)
+            got.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            doomed.cancel()
+            await anyio.wait_all_tasks_blocked()
+            limiter.release()
+        assert got.is_set()

@@ -259,8 +259,9 @@ def _demo_llm(settings: Settings) -> tuple[dict[str, Any], str]:
         ok = httpx.get(f"{LOCAL_BASE_URL}/models", timeout=0.5).status_code == 200
     except httpx.HTTPError:
         ok = False
-    if ok:
-        return {"llm": {"provider": "local"}}, f"the local model at {LOCAL_BASE_URL}"
+    if ok:  # a CPU model answers in tens of seconds: shorter answers, and time to finish them at the end
+        return ({"llm": {"provider": "local", "max_tokens": 256, "drain_timeout_s": 300, "read_timeout_s": 300}},
+                f"the local model at {LOCAL_BASE_URL}")
     return {}, "the model-free summarizer (no model configured and none running: see `make model`)"
 
 

@@ -12,6 +12,7 @@ flight get ``drain_timeout_s`` to finish, then are cancelled (their findings are
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from triage.detect import Detector
-from triage.model import Checkpoint, Finding, Summary
+from triage.model import Checkpoint, Finding, Level, Summary
 from triage.settings import LLMSettings
 from triage.store import Store
 from triage.summarize.fallback import ModelFreeSummarizer
@@ -49,6 +50,7 @@ class SummaryDelta:
         self.text = text
 
 
+_LEVELS = {level.name: int(level) for level in Level}
 MAX_REMEMBERED = 10_000  # incidents whose latest summary is kept for their updates
 
 # Kinds that can lead to a model call: a new incident, or a new variant of one (a new template).
@@ -56,6 +58,41 @@ MODEL_KINDS = frozenset({"new", "variant"})
 
 WorkItem = FindingWork | Checkpoint
 OutItem = Finding | SummaryDelta | Checkpoint
+
+
+class PriorityLimiter:
+    """At most ``slots`` holders at once; waiters are let in by priority (lowest first), then arrival.
+
+    When the model is slow or the budget tight, an ERROR's summary should not wait behind a WARNING's.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: list[tuple[int, int, anyio.Event]] = []
+        self._seq = 0
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        self._seq += 1
+        entry = (priority, self._seq, anyio.Event())
+        heapq.heappush(self._waiting, entry)
+        try:
+            await entry[2].wait()
+        except BaseException:
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+            else:  # the slot was handed over just as we were cancelled: pass it on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        if self._waiting:
+            heapq.heappop(self._waiting)[2].set()  # the slot goes straight to the next waiter
+        else:
+            self._free += 1
 
 
 class SummarizeStage:
@@ -68,7 +105,7 @@ class SummarizeStage:
         self.fallback = fallback
         self.llm = llm
         self.settings = settings
-        self._limiter = anyio.CapacityLimiter(settings.concurrency)
+        self._limiter = PriorityLimiter(settings.concurrency)
         self.pending = 0
         self.skipped: dict[str, int] = {}
         self._latest: OrderedDict[str, Summary] = OrderedDict()
@@ -124,7 +161,8 @@ class SummarizeStage:
         assert self.llm is not None
         async with out:
             try:
-                async with self._limiter:
+                await self._limiter.acquire(-_LEVELS.get(finding.level, 0))  # most severe first
+                try:
 
                     async def on_delta(text: str) -> None:
                         await out.send(SummaryDelta(finding, text))
@@ -135,6 +173,8 @@ class SummarizeStage:
                     except Exception:  # a bug in answer handling must not stop the pipeline
                         log.exception("summarizer failed", cluster=finding.id)
                         summary = with_note(fallback, "internal error while reading the answer")
+                finally:
+                    self._limiter.release()
             finally:
                 self.pending -= 1
             update = finding.model_copy(update={
