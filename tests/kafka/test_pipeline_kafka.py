@@ -13,10 +13,11 @@ import pytest
 from connectors.sources.kafka import KafkaSource
 from tests.kafka.conftest import Message, create_topic, kafka_settings, produce, read_all, unique
 from tests.support.broker import Broker
+from triage.accounting import Counters
 from triage.app import build
 from triage.model import Checkpoint
 from triage.pipeline import Hooks
-from triage.settings import KafkaSettings, load_settings
+from triage.settings import KafkaSettings, Settings, load_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -64,9 +65,19 @@ def trace(service: str) -> list[Message]:
 
 
 def _settings(broker: Broker, tmp_path: Path, sources: list[str], sinks: list[str], kafka: KafkaSettings,
-              **pipeline: Any) -> Any:
+              **pipeline: Any) -> Settings:
     return load_settings(None, state_dir=tmp_path / unique("state"), sources=tuple(sources), sinks=tuple(sinks),
                          kafka=kafka.model_dump(), pipeline={"checkpoint_interval_s": 0.2, **pipeline})
+
+
+async def _replay(settings: Settings) -> Counters:
+    """Build the pipeline for ``settings``, replay it to the end (bounded in time), close the store."""
+    app = build(settings, follow=False, quiet=True)
+    try:
+        with anyio.fail_after(20):
+            return await app.pipeline.run()
+    finally:
+        app.store.close()
 
 
 def _headers(msg: Any) -> dict[str, str]:
@@ -119,12 +130,7 @@ class TestFindingsTopic:
         await produce(broker, logs, log_stream(200))
         kafka = kafka_settings(broker)
         for expected in (200, 0):
-            app = build(_settings(broker, tmp_path, [broker.url(logs)], [], kafka), follow=False, quiet=True)
-            try:
-                with anyio.fail_after(20):
-                    counters = await app.pipeline.run()
-            finally:
-                app.store.close()
+            counters = await _replay(_settings(broker, tmp_path, [broker.url(logs)], [], kafka))
             assert counters.read == expected and counters.balanced()
 
 
@@ -145,13 +151,7 @@ class TestDeadLetters:
         ]
         await produce(broker, logs, stream)
         kafka = kafka_settings(broker, dead_letter_topic=dlq, max_record_bytes=4096)
-        app = build(_settings(broker, tmp_path, [broker.url(logs)], [], kafka), follow=False, quiet=True)
-        try:
-            with anyio.fail_after(20):
-                counters = await app.pipeline.run()
-        finally:
-            app.store.close()
-
+        counters = await _replay(_settings(broker, tmp_path, [broker.url(logs)], [], kafka))
         assert counters.read == len(stream) and counters.balanced()
         assert counters.dead_lettered == 2 and counters.invalid_utf8 == 1
         msgs = await read_all(broker, dlq, expect=2)
