@@ -171,6 +171,31 @@ class TestRestart:
         await _run(app)
         assert [(f.kind, f.version) for f in second.findings] == [("resolved", 2)]
 
+    async def test_incident_firing_at_restart_resolves_without_new_events(self, tmp_path: Path) -> None:
+        """An incident still firing when a run stopped is resolved by the next run once it stays quiet."""
+        first = RecordingSink()
+        await _run(_app(tmp_path, ListSource([records([f"{_ts(0)} ERROR payment declined for order 17"])]),
+                        [first]))
+        second = RecordingSink()
+        quiet = [records([f"{_ts(1_000)} INFO request served in 3 ms"])]  # only other traffic, later
+        app = _app(tmp_path, ListSource(quiet), [second])
+        await _run(app)
+        assert [(f.id, f.kind, f.version) for f in second.findings] == [(first.findings[0].id, "resolved", 2)]
+
+    async def test_variant_stays_in_its_incident_across_a_restart(self, tmp_path: Path) -> None:
+        """A variant's events after a restart still belong to its parent incident: never announced on their own."""
+        first = RecordingSink()
+        batches = [records([*_trace(0, "'tier'"), f"{_ts(1)} INFO warm"]),
+                   records([*_trace(2, "missing user record"), f"{_ts(3)} INFO warm"], start=10_000)]
+        await _run(_app(tmp_path, ListSource(batches), [first]))
+        assert [f.kind for f in first.findings] == ["new", "variant"]
+        second = RecordingSink()
+        again = [records([*_trace(5, "missing user record"), f"{_ts(6)} INFO warm"], start=20_000)]
+        app = _app(tmp_path, ListSource(again), [second])
+        await _run(app)
+        assert second.findings == []
+        assert app.pipeline.counters.balanced()
+
 
 @pytest.mark.anyio
 class TestStopDuringModelCall:

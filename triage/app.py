@@ -122,7 +122,9 @@ def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet:
                                        on_merge=store.merged)
         clusterer.restore(store.load_clusters(limit=settings.clustering.max_clusters))
         detector = Detector(settings.detect, versions=store.finding_versions(), silences=store.active_silences,
-                            resolved=store.resolved_incidents())
+                            resolved=store.resolved_incidents(), variants=store.variants(),
+                            on_variant=store.add_variant,
+                            firing=store.firing_incidents(settings.detect.max_incidents))
         redactor = Redactor(pii=settings.redact.pii, ips=settings.redact.ips,
                             extra_patterns=settings.redact.extra_patterns)
         llm = build_llm(settings, redactor=redactor, store=store, transport=transport)

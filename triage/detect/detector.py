@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from triage.clustering.base import Match
@@ -82,7 +82,9 @@ class Detector:
     def __init__(self, settings: DetectSettings | None = None, *, versions: dict[str, int] | None = None,
                  min_level: Level | None = None, clock: Callable[[], float] = time.time,
                  silences: Callable[[float], Iterable[Silence]] | None = None,
-                 resolved: Iterable[str] = ()) -> None:
+                 resolved: Iterable[str] = (), firing: Iterable[Cluster] = (),
+                 variants: Mapping[str, str] | None = None,
+                 on_variant: Callable[[str, str], None] | None = None) -> None:
         self.settings = settings if settings is not None else DetectSettings()
         self._min_level = min_level if min_level is not None else Level[self.settings.min_level]
         self._clock = clock
@@ -91,7 +93,9 @@ class Detector:
         self._resolved: set[str] = set(resolved)
         self._incidents: OrderedDict[str, Incident] = OrderedDict()
         self._by_trace: dict[tuple[str, ...], str] = {}
-        self._variant_of: dict[str, str] = {}
+        # A variant cluster -> its incident; kept by the store (``on_variant``) so it survives restarts.
+        self._variant_of: dict[str, str] = dict(variants or {})
+        self._on_variant = on_variant
         self._pending: dict[str, _Pending] = {}
         self._last_cluster: dict[str, Cluster] = {}  # the latest cluster snapshot per incident
         self._load_silences = silences
@@ -103,6 +107,8 @@ class Detector:
         # judged by the clock of the stream its events come from.
         self._streams: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.silenced = 0
+        for cluster in firing:  # firing when the last run stopped: they resolve if they stay quiet
+            self._revive(cluster)
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -150,6 +156,8 @@ class Detector:
         if parent_id is not None and parent_id in self._incidents and parent_id != cluster.id:
             parent = self._incidents[parent_id]
             self._variant_of[cluster.id] = parent_id
+            if self._on_variant is not None:
+                self._on_variant(cluster.id, parent_id)
             parent.members.add(cluster.id)
             parent.last_event = now
             parent.stream = event.stream
@@ -280,6 +288,20 @@ class Detector:
         if key is not None:
             self._by_trace.setdefault(key, incident_id)
         return incident
+
+    def _revive(self, cluster: Cluster) -> None:
+        """An incident that was firing when the previous run stopped, judged by its last event."""
+        if cluster.id not in self._versions or cluster.id in self._resolved:
+            return
+        key = trace_key(cluster.exception) if cluster.kind == "trace" else None
+        incident = Incident(id=cluster.id, version=self._versions[cluster.id], last_event=cluster.last_seen,
+                            announced_at=cluster.first_seen, last_notified=cluster.last_seen,
+                            minute=int(cluster.last_seen // 60), events=cluster.count,
+                            first_event=cluster.first_seen, trace_key=key)
+        self._remember(incident)
+        self._last_cluster[cluster.id] = cluster
+        if key is not None:
+            self._by_trace.setdefault(key, cluster.id)
 
     def _is_silenced(self, cluster: Cluster, now: float) -> bool:
         if self._load_silences is not None and self._clock() - self._silences_at >= 2.0:

@@ -99,6 +99,12 @@ MIGRATIONS: tuple[str, ...] = (
         comment TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE variants (
+        cluster_id TEXT PRIMARY KEY,
+        incident_id TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -339,6 +345,22 @@ class Store:
         for f in self._findings:
             versions[f.id] = max(versions.get(f.id, 0), f.version)
         return versions
+
+    def add_variant(self, cluster_id: str, incident_id: str) -> None:
+        """``cluster_id`` is a variant of the incident ``incident_id`` (kept across restarts)."""
+        self._write("INSERT OR REPLACE INTO variants VALUES (?, ?)", (cluster_id, incident_id))
+
+    def variants(self) -> dict[str, str]:
+        return {c: i for c, i in self._conn.execute("SELECT cluster_id, incident_id FROM variants")}
+
+    def firing_incidents(self, limit: int) -> list[Cluster]:
+        """Clusters of incidents whose latest lifecycle finding is not "resolved", most recent first."""
+        rows = self._conn.execute(
+            "SELECT id FROM (SELECT id, kind, ROW_NUMBER() OVER (PARTITION BY id ORDER BY version DESC) AS n "
+            "FROM findings WHERE kind != 'summary') WHERE n = 1 AND kind != 'resolved'")
+        clusters = [c for (cid,) in rows if (c := self.get_cluster(cid)) is not None]
+        clusters.sort(key=lambda c: c.last_seen, reverse=True)
+        return clusters[:limit]
 
     def resolved_incidents(self) -> set[str]:
         """Ids whose latest lifecycle finding (model answers aside) is "resolved": a restart reopens them."""
