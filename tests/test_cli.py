@@ -204,3 +204,11 @@ class TestWiring:
             app.store.close()
         with pytest.raises(ConfigError):
             build(load_settings(None, sinks=("slack",), state_dir=tmp_path), follow=False)
+
+    def test_bad_redaction_pattern_is_a_config_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A redact.extra_patterns entry that is not a regex stops triage with one line naming the setting."""
+        (tmp_path / "t.toml").write_text('[redact]\nextra_patterns = ["token=(unclosed"]\n')
+        code = cli.main(["run", "--once", "--config", str(tmp_path / "t.toml"), "--source", "stdin",
+                         "--state-dir", str(tmp_path)])
+        assert code == 2
+        assert "redact.extra_patterns" in capsys.readouterr().err

@@ -5,6 +5,7 @@ Kept apart from ``cli.py`` so that tests and benchmarks build the same pipeline 
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,8 +126,11 @@ def build(settings: Settings, *, follow: bool, color: bool | None = None, quiet:
                             resolved=store.resolved_incidents(), variants=store.variants(),
                             on_variant=store.add_variant,
                             firing=store.firing_incidents(settings.detect.max_incidents))
-        redactor = Redactor(pii=settings.redact.pii, ips=settings.redact.ips,
-                            extra_patterns=settings.redact.extra_patterns)
+        try:
+            redactor = Redactor(pii=settings.redact.pii, ips=settings.redact.ips,
+                                extra_patterns=settings.redact.extra_patterns)
+        except re.error as e:
+            raise ConfigError(f"setting 'redact.extra_patterns': invalid regex {e.pattern!r}: {e}") from e
         llm = build_llm(settings, redactor=redactor, store=store, transport=transport)
         stage = SummarizeStage(store=store, detector=detector, fallback=ModelFreeSummarizer(), llm=llm,
                                settings=settings.llm)
