@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from connectors.sinks.slack import SlackSink
-from tests.fakes.slack_server import TOKEN, WEBHOOK_PATH, Call, FakeSlack, VirtualClock
+from tests.fakes.slack_server import TOKEN, WEBHOOK_PATH, Call, FakeSlack, VirtualClock, texts_of
 from triage.model import Finding, FindingKind, SampleOut, Summary
 from triage.settings import SlackRoute, SlackSettings
 from triage.store import Store
@@ -62,13 +62,7 @@ async def running(sink: SlackSink, clock: VirtualClock | None = None) -> AsyncIt
 
 
 def text_of(body: dict[str, Any]) -> str:
-    parts = [body.get("text", "")]
-    for b in body.get("blocks") or []:
-        if b.get("text"):
-            parts.append(b["text"]["text"])
-        parts += [x["text"] for x in b.get("fields") or []]
-        parts += [x.get("text", "") for x in b.get("elements") or []]
-    return "\n".join(parts)
+    return "\n".join(texts_of(body))
 
 
 def gaps(calls: list[Call], key: str) -> list[float]:

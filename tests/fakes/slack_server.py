@@ -60,6 +60,17 @@ class Message:
         return self.versions[-1][1]
 
 
+def texts_of(body: dict[str, Any]) -> list[str]:
+    """Every text a message shows: the fallback text and the texts of its blocks."""
+    texts = [body.get("text", "")]
+    for b in body.get("blocks") or []:
+        if b.get("text"):
+            texts.append(b["text"]["text"])
+        texts += [x["text"] for x in b.get("fields") or []]
+        texts += [x.get("text", "") for x in b.get("elements") or []]
+    return texts
+
+
 class FakeSlack:
     """The fake; ``messages`` holds what a channel would show, ``calls`` every request."""
 
@@ -221,13 +232,7 @@ class FakeSlack:
 
     def _scan(self, body: dict[str, Any]) -> None:
         """Note anything that would notify people (mentions that were not neutralised)."""
-        texts = [body.get("text", "")]
-        for b in body.get("blocks") or []:
-            if b.get("text"):
-                texts.append(b["text"]["text"])
-            texts += [x["text"] for x in b.get("fields") or []]
-            texts += [x.get("text", "") for x in b.get("elements") or []]
-        for t in texts:
+        for t in texts_of(body):
             if _PING.search(t):
                 self.pings.append(t)
 
