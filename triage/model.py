@@ -304,8 +304,13 @@ class Finding(_Frozen):
             count=cluster.count,
             first_seen=cluster.first_seen,
             last_seen=cluster.last_seen,
-            samples=[SampleOut(timestamp=s.timestamp, service=s.service, message=s.display(),
-                               params=list(s.params)) for s in cluster.samples],
+            samples=cls.samples_of(cluster),
             exception=ExceptionOut.of(cluster.exception) if cluster.exception else None,
             summary=summary,
         )
+
+    @staticmethod
+    def samples_of(cluster: Cluster) -> list[SampleOut]:
+        """The cluster's samples as a finding carries them."""
+        return [SampleOut(timestamp=s.timestamp, service=s.service, message=s.display(), params=list(s.params))
+                for s in cluster.samples]

@@ -287,6 +287,11 @@ def _trie_regex(words: Sequence[str]) -> str:
 
 
 _PRECHECK = re.compile(_trie_regex(sorted({t for rule in _RULES for t in rule.triggers})))
+# The same check with every digit (of the triggers and of the text) read as 0: it fails only when no
+# line that differs from the text in digit values alone can pass the pre-check ("ya29." needs this).
+_ZERO_DIGITS = str.maketrans("123456789", "000000000")
+_PRECHECK_ANY_DIGITS = re.compile(
+    _trie_regex(sorted({t.translate(_ZERO_DIGITS) for rule in _RULES for t in rule.triggers})))
 
 
 # --- PII -------------------------------------------------------------------------------------------
@@ -386,6 +391,11 @@ class Redactor:
     def might_contain_secret(self, text: str) -> bool:
         """False when ``text`` certainly holds no secret (the cheap check ``redact`` starts with)."""
         return bool(self._extra) or _PRECHECK.search(text.lower()) is not None
+
+    def might_contain_secret_any_digits(self, text: str) -> bool:
+        """Like :meth:`might_contain_secret`, for ``text`` and every text that differs from it only in
+        digit values: False means none of them holds a secret."""
+        return bool(self._extra) or _PRECHECK_ANY_DIGITS.search(text.lower().translate(_ZERO_DIGITS)) is not None
 
     def redact(self, text: str) -> str:
         """Replace every secret in ``text`` by a typed marker; returns ``text`` itself when there is none."""

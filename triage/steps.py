@@ -22,11 +22,12 @@ class RedactSecrets:
     After this step no secret reaches the store, a prompt, a sink or triage's own logs.
     """
 
-    __slots__ = ("_keys", "_might", "_redact")
+    __slots__ = ("_keys", "_might", "_might_any", "_redact")
 
     def __init__(self, redactor: Redactor) -> None:
         self._redact = redactor.redact
         self._might = redactor.might_contain_secret
+        self._might_any = redactor.might_contain_secret_any_digits
         self._keys: dict[str, bool] = {}  # attribute key -> names a secret (keys repeat: cached, bounded)
 
     def __call__(self, event: Event) -> Event:
@@ -46,6 +47,12 @@ class RedactSecrets:
         if event.attributes:
             event.attributes = {k: self._value(k, v) for k, v in event.attributes.items()}
         return event
+
+    def leaves_shape_alone(self, event: Event) -> bool:
+        """True when this step changes nothing in ``event``, nor in any event that differs from it only in
+        digit values (the repeat-shape lane then skips the step for such events)."""
+        raw = event.raw
+        return "\\u" not in raw and not self._might_any(raw) and not self._secret_key_in(event.attributes)
 
     def _secret_key_in(self, attributes: dict[str, Any]) -> bool:
         keys = self._keys

@@ -196,6 +196,8 @@ class KafkaSource:
                 batch = self._records(data) if data else []
                 if batch:
                     yield batch
+                    if not self.follow and not self.checkpoint_wanted and await self._caught_up(consumer):
+                        break  # replay: read to the end; no empty poll to wait for
                 elif not self.checkpoint_wanted and not self.follow and await self._caught_up(consumer):
                     break
                 else:
@@ -364,33 +366,25 @@ class KafkaSource:
             if part is None or part.revoking or not msgs:
                 continue  # revoked meanwhile: its next owner reads these from the last commit
             stream = self._stream(tp)
-            append = out.append
-            for m in msgs:  # the per-record loop: locals only, no dict or list built for the common case
-                value = m.value
-                if value is None:  # a tombstone: no log line (the decoder counts it blank)
-                    value = b""
-                key = m.key
-                if m.headers:
-                    attrs: dict[str, str] | None = _attributes(key, m.headers)
-                elif key is None:
-                    attrs = None
-                else:  # keyed by service: one shared (read-only) dict per key
-                    attrs = cache.get(key)
-                    if attrs is None:
-                        if len(cache) >= _ATTR_CACHE_MAX:
-                            cache.clear()
-                        attrs = cache[key] = _attributes(key, ())
-                ts = m.timestamp
-                offset = m.offset
-                r = Record(value, name, stream, offset, offset + 1, ts / 1000 if ts and ts > 0 else now, "", attrs)
-                if dead_letters:
+            attributes = self._attributes_of
+            if not dead_letters:  # the common case, as one comprehension (no bytecode between records)
+                out.extend([Record(m.value if m.value is not None else b"", name, stream, m.offset, m.offset + 1,
+                                   m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else now, "",
+                                   (not m.headers and cache.get(m.key)) or attributes(m)) for m in msgs])
+            else:
+                for m in msgs:
+                    value = m.value if m.value is not None else b""  # a tombstone: counted blank
+                    ts = m.timestamp
+                    offset = m.offset
+                    r = Record(value, name, stream, offset, offset + 1, ts / 1000 if ts and ts > 0 else now, "",
+                               attributes(m))
                     if len(value) > max_bytes:
                         r.dead_letter = "oversized"
                     elif looks_binary(value):
                         r.dead_letter = "undecodable"
                     if r.dead_letter is not None:
-                        self._dlq_meta[(stream, offset)] = (key, list(m.headers))
-                append(r)
+                        self._dlq_meta[(stream, offset)] = (m.key, list(m.headers))
+                    out.append(r)
             if part.first < 0:
                 part.first = msgs[0].offset
             part.yielded = msgs[-1].offset + 1
@@ -398,6 +392,21 @@ class KafkaSource:
                 part.paused = True
                 consumer.pause(tp)
         return out
+
+    def _attributes_of(self, m: Any) -> dict[str, str] | None:
+        """A message's key and headers as attributes (keyed without headers: one shared dict per key)."""
+        key = m.key
+        if m.headers:
+            return _attributes(key, m.headers)
+        if key is None:
+            return None
+        cache = self._attr_cache
+        attrs = cache.get(key)
+        if attrs is None:
+            if len(cache) >= _ATTR_CACHE_MAX:
+                cache.clear()
+            attrs = cache[key] = _attributes(key, ())
+        return attrs
 
     async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
         """Replay mode: every assigned partition is read to its high-water mark (after an empty poll)."""

@@ -8,11 +8,11 @@ them; a later event of an evicted cluster recreates it under the same id (ids ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from triage.model import Cluster, Event
+from triage.model import Cluster, Event, Level
 
 
 @dataclass(slots=True)
@@ -33,6 +33,19 @@ MergeHook = Callable[[str, Cluster], None]
 class Clusterer(Protocol):
     def add(self, event: Event) -> Match:
         """Assign ``event`` to a cluster (creating one if needed), update counts and samples."""
+        ...
+
+    def bump(self, cluster: Cluster, n: int, first_ts: float, last_ts: float, level: Level,
+             services: Mapping[str, int]) -> None:
+        """Count ``n`` more events of a live cluster in bulk (counts, times, level, services; no samples)."""
+        ...
+
+    def refresh_sample(self, cluster: Cluster, event: Event) -> None:
+        """Make ``event`` the cluster's latest sample without counting it."""
+        ...
+
+    def sample_room(self, cluster: Cluster) -> int:
+        """How many more events ``add`` would keep as samples of ``cluster``."""
         ...
 
     def clusters(self) -> Iterator[Cluster]:

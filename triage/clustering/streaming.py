@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from triage.clustering.base import EvictHook, Match, MergeHook
 from triage.clustering.fingerprint import fingerprint, message_template, trace_template
@@ -113,6 +113,63 @@ class StreamingClusterer:
         if created and len(self._live) > self._max:
             self._evict()
         return Match(cluster, created, params)
+
+    def bump(self, cluster: Cluster, n: int, first_ts: float, last_ts: float, level: Level,
+             services: Mapping[str, int]) -> None:
+        """Count ``n`` more events of a live cluster in bulk, as ``add`` would one by one, but without
+        touching its samples (the repeat-shape lane adds the first and last event of a run with ``add``).
+
+        ``first_ts``/``last_ts`` are the earliest and latest timestamps of the ``n`` events, ``level`` their
+        level and ``services`` how many came from each service.
+        """
+        if n <= 0:
+            return
+        if cluster.count == 0:
+            cluster.first_seen = first_ts
+            cluster.last_seen = last_ts
+        else:
+            if last_ts > cluster.last_seen:
+                cluster.last_seen = last_ts
+            if first_ts < cluster.first_seen:
+                cluster.first_seen = first_ts
+        cluster.count += n
+        if level > cluster.level:
+            cluster.level = level
+        if level >= _WARNING:
+            cluster.warn_count += n
+        have = cluster.services
+        for service, k in services.items():
+            if service in have:
+                have[service] += k
+            elif len(have) < self._max_services:
+                have[service] = k
+            else:
+                have[OTHER_SERVICES] = have.get(OTHER_SERVICES, 0) + k
+        if cluster.id in self._live:
+            self._live.move_to_end(cluster.id)
+
+    def refresh_sample(self, cluster: Cluster, event: Event) -> None:
+        """Make ``event`` the cluster's latest sample, as ``add`` does, without counting it (the
+        repeat-shape lane counts events in bulk and keeps the latest one for later)."""
+        entry = self._live.get(cluster.id)
+        if entry is not None and entry.cluster is cluster and entry.node is not None:
+            params = self._params(entry, event.message)
+        else:  # evicted meanwhile (the store keeps it), or a trace cluster
+            params = tuple(mask(event.message)[1]) if "<*>" in cluster.template else ()
+        samples = cluster.samples
+        if len(samples) < self._max_samples:
+            samples.append(Sample(event.timestamp, event.service, event.message, params, event.attributes or None))
+        else:
+            last = samples[-1]
+            last.timestamp = event.timestamp
+            last.service = event.service
+            last.message = event.message
+            last.params = params
+            last.attributes = event.attributes or None
+
+    def sample_room(self, cluster: Cluster) -> int:
+        """How many more events ``add`` would keep as samples of ``cluster`` (the rest refresh the last)."""
+        return max(0, self._max_samples - len(cluster.samples))
 
     def clusters(self) -> Iterator[Cluster]:
         """The live clusters, least recently seen first."""

@@ -99,6 +99,9 @@ class Detector:
         self._pending: dict[str, _Pending] = {}
         self._last_cluster: dict[str, Cluster] = {}  # the latest cluster snapshot per incident
         self._load_silences = silences
+        # Called with a cluster just before a finding snapshots it: whoever counts events lazily (the
+        # repeat-shape lane) brings its counts and latest sample up to date.
+        self.on_snapshot: Callable[[Cluster], None] | None = None
         self._silences: list[Silence] = []
         self._silences_at = float("-inf")
         self._log_now: float | None = None
@@ -109,6 +112,11 @@ class Detector:
         self.silenced = 0
         for cluster in firing:  # firing when the last run stopped: they resolve if they stay quiet
             self._revive(cluster)
+
+    @property
+    def min_level(self) -> Level:
+        """The level from which a cluster can start an incident."""
+        return self._min_level
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -138,18 +146,32 @@ class Detector:
 
     def observe(self, event: Event, match: Match) -> list[Finding]:
         """Findings caused by one event (usually none)."""
-        self._advance(event.stream, event.timestamp)
-        now = self.now(event.stream)
-        cluster = match.cluster
+        return self.observe_at(event.stream, event.timestamp, event.level, match.cluster)
+
+    def observe_at(self, stream: str, ts: float, level: Level, cluster: Cluster) -> list[Finding]:
+        """:meth:`observe` for an event given by its stream, timestamp and level (no Event needed)."""
+        # _advance and now(stream) in one, reading the clock once (this runs for every event).
+        wall = self._clock()
+        streams = self._streams
+        seen = streams.get(stream)
+        if seen is None or ts > seen[0]:
+            streams[stream] = seen = (ts, wall)
+            streams.move_to_end(stream)
+            if len(streams) > 4096:
+                streams.popitem(last=False)
+        if self._log_now is None or ts > self._log_now:
+            self._log_now = ts
+            self._wall_at = wall
+        now = seen[0] + max(0.0, wall - seen[1])
         incident_id = self._variant_of.get(cluster.id, cluster.id)
         incident = self._incidents.get(incident_id)
         if incident is not None:
             self._incidents.move_to_end(incident_id)
-            return self._firing(incident, cluster, event, now)
+            return self._firing(incident, cluster, stream, level, now)
         if incident_id in self._versions:  # announced before a restart: continue its incident
-            incident = self._restore(incident_id, now, event.stream, cluster)
-            return self._firing(incident, cluster, event, now)
-        if event.level < self._min_level:
+            incident = self._restore(incident_id, now, stream, cluster)
+            return self._firing(incident, cluster, stream, level, now)
+        if level < self._min_level:
             return []
         key = trace_key(cluster.exception) if cluster.kind == "trace" else None
         parent_id = self._by_trace.get(key) if key is not None else None
@@ -160,18 +182,34 @@ class Detector:
                 self._on_variant(cluster.id, parent_id)
             parent.members.add(cluster.id)
             parent.last_event = now
-            parent.stream = event.stream
+            parent.stream = stream
             parent.events += 1
             return self._emit(parent, cluster, "variant", now)
         if self.settings.group_wait_s > 0:  # the wait starts with the first event; min_count applies at its end
             if cluster.id not in self._pending:
                 if len(self._pending) >= self.settings.max_incidents:
                     self._pending.pop(next(iter(self._pending)))
-                self._pending[cluster.id] = _Pending(cluster, now + self.settings.group_wait_s, event.stream)
+                self._pending[cluster.id] = _Pending(cluster, now + self.settings.group_wait_s, stream)
             return self.tick()
         if cluster.count < self.settings.min_count:
             return []
-        return self._announce(cluster, now, key, event.stream)
+        return self._announce(cluster, now, key, stream)
+
+    def tracks(self, cluster_id: str) -> bool:
+        """Whether the cluster's events go to an incident (firing or resolved) of this run: then an
+        event's findings do not depend on the cluster's counts (see ``on_snapshot``)."""
+        return self._variant_of.get(cluster_id, cluster_id) in self._incidents
+
+    def quiet(self, cluster_id: str, level: Level) -> bool:
+        """True when events of ``level`` in this cluster only move the clock: no incident follows them and
+        none can start from them (the repeat-shape lane then counts them in bulk, see :meth:`advance`)."""
+        incident_id = self._variant_of.get(cluster_id, cluster_id)
+        return (level < self._min_level and incident_id not in self._incidents
+                and incident_id not in self._versions)
+
+    def advance(self, stream: str, ts: float) -> None:
+        """What :meth:`observe` does for events of a :meth:`quiet` cluster, the latest of them at ``ts``."""
+        self._advance(stream, ts)
 
     def tick(self) -> list[Finding]:
         """Findings due to time alone: group_wait over, resolved, still firing."""
@@ -209,16 +247,16 @@ class Detector:
             self._by_trace.setdefault(key, cluster.id)
         return self._emit(incident, cluster, "new", now)
 
-    def _firing(self, incident: Incident, cluster: Cluster, event: Event, now: float) -> list[Finding]:
+    def _firing(self, incident: Incident, cluster: Cluster, stream: str, level: Level, now: float) -> list[Finding]:
         incident.last_event = now
-        incident.stream = event.stream
+        incident.stream = stream
         incident.events += 1
         minute = int(now // 60)
         if minute != incident.minute:
             self._roll(incident, minute)
         incident.minute_count += 1
         if not incident.firing:
-            if event.level < self._min_level:
+            if level < self._min_level:
                 return []
             incident.firing = True  # fires again after it was resolved: reopened, same id
             incident.baseline = 0.0  # (its usual gap is kept: a sparse incident resolves slowly next time)
@@ -248,6 +286,8 @@ class Detector:
         incident.version = self._versions.get(incident.id, incident.version) + 1
         self._versions[incident.id] = incident.version
         incident.last_notified = now
+        if self.on_snapshot is not None:
+            self.on_snapshot(cluster)
         finding = Finding.of(cluster, version=incident.version, kind=kind, created_at=now)
         if finding.id != incident.id:
             finding = finding.model_copy(update={"id": incident.id})

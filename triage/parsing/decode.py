@@ -352,12 +352,17 @@ def _level_of(name: str) -> Level:
 class _Parsed:
     """What a line parser found; a plain mutable bag (cheaper than a dict on the hot path)."""
 
-    __slots__ = ("attributes", "exception", "fmt", "level", "logger", "message", "service", "ts")
+    __slots__ = ("attributes", "digit_free", "exception", "fmt", "level", "logger", "message", "service", "ts",
+                 "ts_text")
 
     def __init__(self, message: str, fmt: str) -> None:
         self.message = message
         self.fmt = fmt
         self.ts: float | None = None
+        # For the repeat-shape lane (triage.fastlane): the ISO text the timestamp was parsed from, and
+        # whether no decision of this parse depended on digit values (a numeric level, say).
+        self.ts_text: str | None = None
+        self.digit_free = True
         self.level = _UNKNOWN
         self.service = ""
         self.logger = ""
@@ -372,7 +377,7 @@ class Decoder:
     Counts ``decoded`` per event, ``invalid_utf8`` and ``truncated`` as marks (the event still goes on).
     """
 
-    __slots__ = ("_counters", "_last_ts", "_max", "_seen_keys", "_service_cache", "_shapes")
+    __slots__ = ("_counters", "_last_ts", "_max", "_seen_keys", "_service_cache", "_shapes", "plan")
 
     def __init__(self, counters: Counters, *, max_line_bytes: int = 65536) -> None:
         self._counters = counters
@@ -383,11 +388,15 @@ class Decoder:
         self._last_ts: dict[str, float] = {}
         self._shapes: dict[tuple[str, ...], _Shape] = {}  # JSON key set -> its field roles
         self._seen_keys: set[tuple[str, ...]] = set()  # JSON key sets seen once (not cached yet)
+        # What the parser found for the latest record (None for a blank one): the repeat-shape lane
+        # reads it to decide whether the record's shape can skip decoding next time.
+        self.plan: _Parsed | None = None
 
     def __call__(self, record: Record) -> Event | None:
         try:
-            return self._decode(record)
+            return self._decode(record, True)
         except Exception:  # a bug here must not stop the stream: keep the line as a plain event
+            self.plan = None
             self._counters.decoded += 1
             text = _clean_raw(bytes(record.data[: self._max]).decode("utf-8", "replace"))
             return Event(timestamp=record.received, level=Level.UNKNOWN, message=_clean_message(text),
@@ -396,7 +405,22 @@ class Decoder:
 
     # -- per record --------------------------------------------------------------------------------
 
-    def _decode(self, record: Record) -> Event | None:
+    def event_of(self, record: Record) -> Event:
+        """The event of a record of a known shape, decoded again: nothing counted, no stream state moved."""
+        event = self._decode(record, False)
+        if event is None:
+            raise ValueError("a record of a known shape is never blank")
+        return event
+
+    def set_last_timestamp(self, stream: str, ts: float) -> None:
+        """The stream's latest timestamp, for records the repeat-shape lane took past this decoder."""
+        self._last_ts[stream] = ts
+
+    def fallback_service(self, record: Record) -> str:
+        """The service of a record whose text names none (its source's attributes, path or name)."""
+        return self._fallback_service(record)
+
+    def _decode(self, record: Record, count: bool) -> Event | None:
         data = record.data
         cut = record.truncated if record.truncated > 0 else 0
         if len(data) > self._max:
@@ -416,10 +440,12 @@ class Decoder:
             if cut:  # a blank-looking head of a huge line still carries bytes: keep it
                 text = ""
             else:
+                self.plan = None
                 self._counters.drop("blank")
                 return None
 
         p = self._parse(text, record) if text else _Parsed("", "plain")
+        self.plan = p
         message = p.message
         if text.isprintable():
             raw = text
@@ -436,11 +462,12 @@ class Decoder:
         stream = record.stream
         ts = p.ts
         last_ts = self._last_ts
-        if ts is not None:
-            if len(last_ts) >= 4096 and stream not in last_ts:
-                last_ts.clear()  # bounded: only a huge number of streams can get here
-            last_ts[stream] = ts
-        self._counters.decoded += 1
+        if count:
+            if ts is not None:
+                if len(last_ts) >= 4096 and stream not in last_ts:
+                    last_ts.clear()  # bounded: only a huge number of streams can get here
+                last_ts[stream] = ts
+            self._counters.decoded += 1
         # Positional, in the order of Event's fields: keywords cost ~0.4 µs per event on this path.
         return Event(
             ts if ts is not None else last_ts.get(stream, record.received),  # timestamp
@@ -521,19 +548,27 @@ class Decoder:
                     break
         used: set[str] = set()
         ts: float | None = None
+        first = True
         for _, where, top in shape.ts:
-            ts = parse_timestamp(values[where])
+            v = values[where]
+            ts = parse_timestamp(v)
             if ts is not None:
                 used.add(top)
+                if first and type(v) is str and v[4:5] == "-":
+                    p.ts_text = v
                 break
+            first = False
         p.ts = ts
         level = _UNKNOWN
         for _, where, top in shape.level:
             v = values[where]
             if type(v) is str:
                 level = _LEVEL_CACHE.get(v) or _level_of(v)  # no call when cached (UNKNOWN is falsy)
+                if not v.isalpha():
+                    p.digit_free = False
             elif not isinstance(v, dict | list):
                 level = Level.parse(v)
+                p.digit_free = False
             if level is not _UNKNOWN:
                 used.add(top)
                 break
@@ -659,6 +694,7 @@ class Decoder:
                 if " " in ts[19:]:  # "12:00:00.123 +02:00": fromisoformat wants no space before the zone
                     ts = ts[:19] + ts[19:].replace(" ", "")
                 p.ts = _iso_timestamp(ts)  # the pattern guarantees the ISO date prefix
+                p.ts_text = ts
                 self._after_timestamp(text[m.end():], p)
                 return p
             if text[4:5] == "/":
@@ -701,7 +737,8 @@ class Decoder:
             if text[1:2].isdigit():
                 m = _BRACKET_ISO.match(text)
                 if m is not None:
-                    p.ts = _iso_timestamp(m.group(1).replace(",", "."))
+                    p.ts_text = m.group(1).replace(",", ".")
+                    p.ts = _iso_timestamp(p.ts_text)
                     self._after_timestamp(m.group(2), p)
                     return p
             else:

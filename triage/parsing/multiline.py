@@ -95,6 +95,10 @@ class MultilineAssembler:
 
     # -- API ---------------------------------------------------------------------------------------
 
+    def holds(self, stream: str) -> bool:
+        """Whether ``stream`` has an event held (the next line may continue it)."""
+        return stream in self._pending
+
     def push(self, event: Event) -> list[Event]:
         """Feed one decoded event; return the events this completes (in stream order)."""
         stream = event.stream

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,7 @@ class Store:
         self._conn = conn
         self.path = path
         self._dirty: dict[str, Cluster] = {}
-        self._minutes: Counter[tuple[str, int]] = Counter()
+        self._minutes: defaultdict[tuple[str, int], int] = defaultdict(int)  # missing keys in C
         self._findings: list[Finding] = []
         self._merges: list[tuple[str, str]] = []  # (absorbed id, surviving id)
 

@@ -25,16 +25,25 @@ class ContextCollector:
         self._services: OrderedDict[str, deque[str]] = OrderedDict()
         self._recent: deque[Related] = deque(maxlen=max_recent)
 
+    @property
+    def lines(self) -> int:
+        """Lines kept per service."""
+        return self._lines
+
     def observe(self, event: Event) -> None:
+        self.observe_line(event.service, event.raw)
+
+    def observe_line(self, service: str, raw: str) -> None:
+        """One line of ``service`` (its raw, redacted text), in the order the lines were read."""
         if not self._lines:
             return
         services = self._services
-        ring = services.get(event.service)
+        ring = services.get(service)
         if ring is None:
             if len(services) >= self.max_services:
                 services.popitem(last=False)
-            ring = services[event.service] = deque(maxlen=self._lines)
-        ring.append(event.raw)
+            ring = services[service] = deque(maxlen=self._lines)
+        ring.append(raw)
 
     def context(self, finding: Finding) -> PromptContext:
         """Lines of the finding's service seen before it, and findings started within the window."""
