@@ -215,13 +215,14 @@ class ShapeMemo:
 class Tally:
     """The records of one quiet shape in one segment, in read order."""
 
-    __slots__ = ("keys", "records", "shape", "values")
+    __slots__ = ("keys", "kinds", "records", "shape", "values")
 
     def __init__(self, shape: Shape, records: list[Record]) -> None:
         self.shape = shape
         self.records = records
         self.values: list[bytes] = []
         self.keys: list[bytes] = []  # each record's date and time to the second (validated)
+        self.kinds = 0  # distinct attributes objects among the records (0: not counted yet)
 
 
 class Segment:
@@ -619,12 +620,15 @@ class SegmentApplier:
         service = attrs.get("service") if attrs else None
         return service if service else self._decoder.fallback_service(record)
 
-    def _services(self, records: list[Record]) -> dict[str, int]:
+    def _services(self, records: list[Record], tally: Tally | None = None) -> dict[str, int]:
         """Records per service, for records whose shape has none. The service follows from a record's
         attributes object (shared per Kafka key), its path and source, which are one per stream: so
-        one lookup per distinct attributes object, and the counting in C."""
+        one lookup per distinct attributes object, and the counting in C. With ``tally`` (all of its
+        records), the number of distinct attributes objects is kept on it."""
         attrs = list(map(_ATTRIBUTES, records))
         ids = set(map(id, attrs))
+        if tally is not None:
+            tally.kinds = len(ids)
         if len(ids) == 1:
             return {self._service(records[-1]): len(records)}
         last = dict(zip(map(id, attrs), records, strict=True))
@@ -653,7 +657,7 @@ class SegmentApplier:
         if shape.service is not None:
             services: dict[str, int] = {shape.service: n}
         else:
-            services = self._services(tally.records[lo:hi] if lo else tally.records)
+            services = self._services(tally.records[lo:hi], None) if lo else self._services(tally.records, tally)
         self._clusterer.bump(cluster, n, first, last, shape.level, services)
         # Per minute: "YYYY-MM-DDTHH:MM" counted in C; each distinct minute read once.
         second = memo.second
@@ -688,7 +692,7 @@ class SegmentApplier:
         for tally in segment.tallies:
             recs = tally.records
             fixed = tally.shape.service
-            wanted = 1 if fixed is not None else len(set(map(id, map(_ATTRIBUTES, recs))))
+            wanted = 1 if fixed is not None else tally.kinds or len(set(map(id, map(_ATTRIBUTES, recs))))
             seen: dict[str, int] = {}
             for j in range(bisect_left(recs, before, key=_offset) - 1, -1, -1):  # read order: sorted
                 r = recs[j]

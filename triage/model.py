@@ -99,6 +99,13 @@ class Record:
     dead_letter: str | None = None  # set by a source that cannot pass the record on: the reason
 
 
+class StreamBatch(list[Record]):
+    """A batch whose records all come from one stream, in read order (a Kafka partition's share of a
+    poll): the pipeline may join a stream's consecutive batches into one."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class Frame:
     """One stack frame, as parsed from a trace."""

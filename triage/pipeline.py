@@ -29,6 +29,7 @@ from typing import Protocol
 import anyio
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from connectors.sinks.base import BackgroundSink, Sink, StreamingSink
 from connectors.sources.base import DeadLetterSource, Source
@@ -36,7 +37,7 @@ from triage.accounting import Counters
 from triage.clustering.base import Clusterer
 from triage.detect import Detector
 from triage.fastlane import FastLane, Segment, SegmentApplier, ShapeMemo, ShapeStep
-from triage.model import Checkpoint, Cluster, Event, Finding, Record
+from triage.model import Checkpoint, Cluster, Event, Finding, Record, StreamBatch
 from triage.parsing import Decoder, MultilineAssembler
 from triage.settings import PipelineSettings
 from triage.store import Store
@@ -195,8 +196,11 @@ class Pipeline:
                         since, last = 0, now
                     continue
                 counters.read += len(batch)
-                # Each stream's position: the end of its last record (C-level passes over the batch).
-                positions.update(zip(map(_STREAM, batch), map(_END, batch), strict=True))
+                # Each stream's position: the end of its last record.
+                if isinstance(batch, StreamBatch):
+                    positions[batch[-1].stream] = batch[-1].end
+                else:
+                    positions.update(zip(map(_STREAM, batch), map(_END, batch), strict=True))  # in C
                 if any(map(_DEAD_LETTER, batch)):  # a reason is a non-empty string
                     batch = await self._dead_letter(source, batch)
                 await out.send(batch)
@@ -220,20 +224,27 @@ class Pipeline:
                 self.counters.drop(r.dead_letter)
         return keep
 
-    async def _decode(self, inp: ObjectReceiveStream[RecordItem], out: ObjectSendStream[EventItem]) -> None:
+    async def _decode(self, inp: MemoryObjectReceiveStream[RecordItem], out: ObjectSendStream[EventItem]) -> None:
         decoder, assembler, steps, lane = self._decoder, self._assembler, self.steps, self._lane
         quiet = self.settings.multiline_quiet_ms / 1000
+        lookahead: RecordItem | None = None  # taken from the channel while joining batches
+        ended = False
         async with inp, out:
             tick_at = self._clock() + TICK_S
             while True:
-                held = assembler.next_deadline(quiet)
-                deadline = tick_at if held is None else min(held, tick_at)
                 item: RecordItem | None = None
-                with anyio.move_on_after(max(0.0, deadline - self._clock())):
-                    try:
-                        item = await inp.receive()
-                    except anyio.EndOfStream:
-                        break
+                if lookahead is not None:
+                    item, lookahead = lookahead, None
+                elif ended:
+                    break
+                else:
+                    held = assembler.next_deadline(quiet)
+                    deadline = tick_at if held is None else min(held, tick_at)
+                    with anyio.move_on_after(max(0.0, deadline - self._clock())):
+                        try:
+                            item = await inp.receive()
+                        except anyio.EndOfStream:
+                            break
                 if item is None:
                     now = self._clock()
                     done = assembler.flush_idle(now, quiet)  # quiet time passed: a held trace is complete
@@ -251,9 +262,15 @@ class Pipeline:
                     await out.send(item)
                     continue
                 if lane is not None:
-                    processed = lane.process(item)
-                    if processed:
-                        await out.send(processed)
+                    if isinstance(item, StreamBatch):
+                        # Batches waiting behind this one join it, per stream: longer runs for the lane.
+                        batches, lookahead, ended = _join_waiting(item, inp)
+                    else:
+                        batches = [item]
+                    for batch in batches:
+                        processed = lane.process(batch)
+                        if processed:
+                            await out.send(processed)
                     continue
                 events: list[Event] = []
                 for record in item:
@@ -366,6 +383,41 @@ def _collector_tuned() -> Iterator[None]:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+JOIN_RECORDS = 16_384  # at most this many records in batches joined by the decode stage
+
+
+def _join_waiting(first: StreamBatch, inp: MemoryObjectReceiveStream[RecordItem]
+                  ) -> tuple[list[list[Record]], RecordItem | None, bool]:
+    """``first`` and the one-stream batches already waiting in ``inp``, joined per stream.
+
+    Streams are independent (the assembler, the decoder's clock and detection are per stream), so a
+    stream's batches may be joined across other streams' batches; inside a stream the order stays.
+    Stops at a checkpoint or a batch of several streams (returned to be handled next), when nothing
+    waits (or the channel ended: the flag), or at ``JOIN_RECORDS``.
+    """
+    by_stream: dict[str, list[Record]] = {}
+    total = 0
+    item: RecordItem = first
+    while True:
+        if not isinstance(item, StreamBatch) or not item:
+            return list(by_stream.values()), item, False
+        run = by_stream.get(item[0].stream)
+        if run is None:
+            by_stream[item[0].stream] = item
+        else:
+            run.extend(item)
+        total += len(item)
+        if total >= JOIN_RECORDS:
+            break
+        try:
+            item = inp.receive_nowait()
+        except anyio.WouldBlock:
+            break
+        except anyio.EndOfStream:
+            return list(by_stream.values()), None, True
+    return list(by_stream.values()), None, False
 
 
 def _work(finding: Finding, context: ContextCollector) -> FindingWork:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import anyio
@@ -46,7 +47,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError,
 
 from connectors.kafka_common import client_kwargs, translate
 from triage.errors import SourceError
-from triage.model import Record
+from triage.model import Record, StreamBatch
 from triage.settings import KafkaSettings
 
 log = structlog.get_logger("triage.kafka.source")
@@ -61,6 +62,9 @@ _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27)) + b"\x7f"
 _ATTR_CACHE_MAX = 4096
 
 RebalanceHook = Callable[[frozenset[str], frozenset[str]], None]
+
+
+_FIELDS = attrgetter("value", "offset", "timestamp", "key", "headers")
 
 
 def looks_binary(value: bytes) -> bool:
@@ -193,9 +197,10 @@ class KafkaSource:
                     raise
                 if self._is_closing():
                     break  # what was just polled is not handed out: it is read again after a restart
-                batch = self._records(data) if data else []
-                if batch:
-                    yield batch
+                batches = self._records(data) if data else []
+                if batches:
+                    for batch in batches:  # one per partition: the pipeline merges a stream's batches
+                        yield batch
                     if not self.follow and not self.checkpoint_wanted and await self._caught_up(consumer):
                         break  # replay: read to the end; no empty poll to wait for
                 elif not self.checkpoint_wanted and not self.follow and await self._caught_up(consumer):
@@ -203,7 +208,7 @@ class KafkaSource:
                 else:
                     # An empty batch lets the pipeline commit an idle topic and place a barrier while a
                     # revocation waits for one.
-                    yield batch
+                    yield []
             normal_end = True
         finally:
             self._iterating -= 1
@@ -353,8 +358,9 @@ class KafkaSource:
             self._producer = producer
         return self._producer
 
-    def _records(self, data: Mapping[TopicPartition, list[Any]]) -> list[Record]:
-        out: list[Record] = []
+    def _records(self, data: Mapping[TopicPartition, list[Any]]) -> list[StreamBatch]:
+        """The records of one poll, one batch per partition."""
+        batches: list[StreamBatch] = []
         now = self._clock()
         max_bytes = self.settings.max_record_bytes
         dead_letters = bool(self.settings.dead_letter_topic)
@@ -367,17 +373,19 @@ class KafkaSource:
                 continue  # revoked meanwhile: its next owner reads these from the last commit
             stream = self._stream(tp)
             attributes = self._attributes_of
-            if not dead_letters:  # the common case, as one comprehension (no bytecode between records)
-                out.extend([Record(m.value if m.value is not None else b"", name, stream, m.offset, m.offset + 1,
-                                   m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else now, "",
-                                   (not m.headers and cache.get(m.key)) or attributes(m)) for m in msgs])
+            out = StreamBatch()
+            batches.append(out)
+            if not dead_letters:  # the common case, as one comprehension; fields read in C (attrgetter)
+                out.extend([Record(v if v is not None else b"", name, stream, o, o + 1,
+                                   t / 1000 if t and t > 0 else now, "", (not h and cache.get(k)) or attributes(k, h))
+                            for v, o, t, k, h in map(_FIELDS, msgs)])
             else:
                 for m in msgs:
                     value = m.value if m.value is not None else b""  # a tombstone: counted blank
                     ts = m.timestamp
                     offset = m.offset
                     r = Record(value, name, stream, offset, offset + 1, ts / 1000 if ts and ts > 0 else now, "",
-                               attributes(m))
+                               attributes(m.key, m.headers))
                     if len(value) > max_bytes:
                         r.dead_letter = "oversized"
                     elif looks_binary(value):
@@ -391,13 +399,12 @@ class KafkaSource:
             if not part.paused and part.uncommitted > self._pause_at and consumer is not None:
                 part.paused = True
                 consumer.pause(tp)
-        return out
+        return batches
 
-    def _attributes_of(self, m: Any) -> dict[str, str] | None:
+    def _attributes_of(self, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> dict[str, str] | None:
         """A message's key and headers as attributes (keyed without headers: one shared dict per key)."""
-        key = m.key
-        if m.headers:
-            return _attributes(key, m.headers)
+        if headers:
+            return _attributes(key, headers)
         if key is None:
             return None
         cache = self._attr_cache
