@@ -72,6 +72,7 @@ _SECOND = timedelta(seconds=1)
 _WARNING = Level.WARNING
 _MAX_SHAPES = 16_384
 _MAX_SECONDS = 65_536
+_MAX_SEEN = 65_536
 
 
 @runtime_checkable
@@ -113,11 +114,12 @@ class Shape:
 class ShapeMemo:
     """Shapes by key, bounded; and a cache of ISO seconds (validated once, shared by all shapes)."""
 
-    __slots__ = ("_invalid", "_rejected", "_seconds", "max_line_bytes", "shapes")
+    __slots__ = ("_invalid", "_rejected", "_seconds", "_seen", "max_line_bytes", "shapes")
 
     def __init__(self, *, max_line_bytes: int = 65_536) -> None:
         self.shapes: dict[bytes, Shape] = {}
         self._rejected: set[bytes] = set()  # keys of records that cannot make a shape (not tried again)
+        self._seen: set[bytes] = set()  # keys of records that went the full path once
         self._seconds: dict[bytes, int | None] = {}
         self._invalid: set[bytes] = set()  # the keys of _seconds that are no valid date-time
         self.max_line_bytes = max_line_bytes
@@ -159,6 +161,19 @@ class ShapeMemo:
         if shape.scale:
             micros += int(value[shape.fa:shape.fb]) * shape.scale
         return micros / 1_000_000
+
+    def seen_before(self, key: bytes) -> bool:
+        """Whether a record with this key went the full path before (else remember that it did now).
+
+        A shape is learned at its second record: most keys that occur once (ids with letters, hashes)
+        never come back, and learning costs more than a full-path record."""
+        seen = self._seen
+        if key in seen:
+            return True
+        if len(seen) >= _MAX_SEEN:
+            seen.clear()
+        seen.add(key)
+        return False
 
     def learn(self, key: bytes, record: Record, event: Event, service_found: bool, ts_text: str) -> Shape | None:
         """Make a shape from a record the full path decoded into ``event`` (see the module docstring for
@@ -306,7 +321,7 @@ class FastLane:
         done = self._assembler.push(event)
         ts_text = plan.ts_text if plan is not None and plan.digit_free else None
         learn = (key is not None and ts_text is not None and len(done) == 1 and done[0] is event
-                 and all(s.leaves_shape_alone(event) for s in self._steps))
+                 and self._memo.seen_before(key) and all(s.leaves_shape_alone(event) for s in self._steps))
         for e in done:
             for step in self._steps:
                 e = step(e)
@@ -480,12 +495,15 @@ class SegmentApplier:
 
     def _alerts(self, segment: Segment) -> None:
         one = self._one
+        checked: set[int] = set()  # clusters found valid; only ``_full`` (clusterer.add) changes that
         for r, shape, ts in segment.alerts:
             cluster = shape.cluster
-            if cluster is None or not self._valid(cluster):
-                self._full(r, shape)
-            else:
+            if cluster is not None and (id(cluster) in checked or self._valid(cluster)):
+                checked.add(id(cluster))
                 one(segment, cluster, shape, r, ts)
+            else:
+                self._full(r, shape)
+                checked.clear()
 
     def _one(self, segment: Segment, cluster: Cluster, shape: Shape, r: Record, ts: float) -> None:
         """One event detection sees by itself. For a cluster with an incident its counting waits for the
@@ -626,11 +644,12 @@ class SegmentApplier:
         one lookup per distinct attributes object, and the counting in C. With ``tally`` (all of its
         records), the number of distinct attributes objects is kept on it."""
         attrs = list(map(_ATTRIBUTES, records))
-        ids = set(map(id, attrs))
-        if tally is not None:
-            tally.kinds = len(ids)
-        if len(ids) == 1:
+        if attrs.count(attrs[0]) == len(attrs):  # one service (a shared dict compares by identity: C)
+            if tally is not None:
+                tally.kinds = 1
             return {self._service(records[-1]): len(records)}
+        if tally is not None:
+            tally.kinds = len(set(map(id, attrs)))
         last = dict(zip(map(id, attrs), records, strict=True))
         out: dict[str, int] = {}
         for aid, k in Counter(map(id, attrs)).items():
@@ -650,8 +669,9 @@ class SegmentApplier:
             stamps = list(map(itemgetter(slice(a, shape.b)), values))
         else:
             stamps = tally.keys[lo:hi] if lo else tally.keys
-        first = memo.timestamp(shape, values[stamps.index(min(stamps))])
-        last = memo.timestamp(shape, values[stamps.index(max(stamps))])
+        low, high = min(stamps), max(stamps)
+        first = memo.timestamp(shape, values[stamps.index(low)])
+        last = memo.timestamp(shape, values[stamps.index(high)])
         if first is None or last is None:  # validated by the decode stage
             raise ValueError("a tally with an invalid timestamp")
         if shape.service is not None:
@@ -659,12 +679,17 @@ class SegmentApplier:
         else:
             services = self._services(tally.records[lo:hi], None) if lo else self._services(tally.records, tally)
         self._clusterer.bump(cluster, n, first, last, shape.level, services)
-        # Per minute: "YYYY-MM-DDTHH:MM" counted in C; each distinct minute read once.
+        # Per minute: one minute when the earliest and latest share it (byte order is time order);
+        # else "YYYY-MM-DDTHH:MM" counted in C, each distinct minute read once.
         second = memo.second
         zone_s = shape.zone_s
         count = self._store.count
         cid = cluster.id
-        for key, k in Counter(map(itemgetter(slice(a, a + 16)), values)).items():
+        if low[:16] == high[:16]:
+            minutes: Counter[bytes] | dict[bytes, int] = {values[0][a:a + 16]: n}
+        else:
+            minutes = Counter(map(itemgetter(slice(a, a + 16)), values))
+        for key, k in minutes.items():
             sec = second(key + b":00")
             if sec is not None:
                 count(cid, float((sec - zone_s) // 60 * 60), k)
