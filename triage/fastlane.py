@@ -196,7 +196,7 @@ class ShapeMemo:
         raw = event.raw
         if (record.truncated or len(value) >= self.max_line_bytes or event.exception is not None
                 or not event.has_timestamp or not raw.isascii() or not raw.isprintable()
-                or "\n" in event.message or "\u2026[truncated" in raw):
+                or "\n" in event.message or "\u2026[truncated" in raw or "\\u" in raw):  # \u00XX: digits
             return None
         if event.format == "plain" and event.level >= _WARNING:
             return None  # the assembler holds these (a trace may follow)
@@ -257,10 +257,11 @@ class Segment:
 class FastLane:
     """The decode stage's loop: records of known shapes into segments, the others down the full path."""
 
-    __slots__ = ("_assembler", "_counters", "_decoder", "_memo", "_min_level", "_steps")
+    __slots__ = ("_assembler", "_counters", "_decoder", "_memo", "_min_level", "_steps", "records")
 
     def __init__(self, memo: ShapeMemo, decoder: Decoder, assembler: MultilineAssembler,
                  steps: Sequence[ShapeStep], counters: Counters, *, min_level: Level) -> None:
+        self.records = 0  # records that took the lane (the rest took the full path)
         self._memo = memo
         self._decoder = decoder
         self._assembler = assembler
@@ -384,7 +385,9 @@ class FastLane:
             if ts is not None:
                 self._decoder.set_last_timestamp(stream, ts)
             segment = Segment(stream, tallies, timed)
-            self._counters.decoded += len(segment)
+            n = len(segment)
+            self._counters.decoded += n
+            self.records += n
             out.append(segment)
         if rejected:  # an invalid date or another zone: the full path, after the segment
             rejected.sort(key=_offset)
@@ -477,9 +480,17 @@ class SegmentApplier:
         latest = self._latest
         if latest:
             refresh = self._clusterer.refresh_sample
+            touch = self._store.touch
             for cluster, record in latest.values():
-                refresh(cluster, self._event(record))
+                if self._kept(cluster):
+                    refresh(cluster, self._event(record))
+                    touch(cluster)  # a flush may have written the cluster since it was counted
             latest.clear()
+
+    def _kept(self, cluster: Cluster) -> bool:
+        """Live, or evicted (the store keeps it); not merged into another cluster since it was counted."""
+        current = self._clusterer.get(cluster.id)
+        return current is cluster or current is None
 
     def superseded(self, cluster: Cluster) -> None:
         """The full path added a later event to ``cluster`` (and so refreshed its latest sample)."""
@@ -520,12 +531,13 @@ class SegmentApplier:
             deferred.stamps.append(ts)
             deferred.services.append(service)
             deferred.levels.append(level)
-            deferred.record = r
+            if deferred.record is None or deferred.record.offset < r.offset:
+                deferred.record = r
         else:
             self._clusterer.bump(cluster, 1, ts, ts, level, {service: 1})
             self._store.touch(cluster)
             self._store.count(cid, ts)
-            self._latest[cid] = (cluster, r)
+            self._keep_latest(cluster, r)
         found = self._detector.observe_at(segment.stream, ts, level, cluster)
         if found:
             self._found(found, r.offset)
@@ -547,7 +559,16 @@ class SegmentApplier:
             count(cid, minute * 60.0, k)
         self._store.touch(cluster)
         if deferred.record is not None:
-            self._latest[cid] = (cluster, deferred.record)
+            self._keep_latest(cluster, deferred.record)
+
+    def _keep_latest(self, cluster: Cluster, record: Record) -> None:
+        """``record`` becomes the cluster's pending latest sample unless one read after it (same stream,
+        later offset: several tallies and alert records of one cluster in a segment) is pending."""
+        latest = self._latest
+        pending = latest.get(cluster.id)
+        if (pending is None or pending[0] is not cluster or pending[1].stream != record.stream
+                or pending[1].offset < record.offset):
+            latest[cluster.id] = (cluster, record)
 
     def _sync_all(self) -> None:
         deferred = self._deferred
@@ -562,8 +583,9 @@ class SegmentApplier:
         if deferred is not None:
             self._sync(deferred)
         pending = self._latest.pop(cluster.id, None) if self._latest else None
-        if pending is not None and pending[0] is cluster:
+        if pending is not None and pending[0] is cluster and self._kept(cluster):
             self._clusterer.refresh_sample(cluster, self._event(pending[1]))
+            self._store.touch(cluster)
 
     def _tally(self, segment: Segment, tally: Tally) -> None:
         shape, recs = tally.shape, tally.records
@@ -578,7 +600,7 @@ class SegmentApplier:
         if i < n:
             if self._detector.quiet(cluster.id, shape.level):
                 self._bulk(segment, tally, cluster, i, n)
-                self._latest[cluster.id] = (cluster, recs[-1])
+                self._keep_latest(cluster, recs[-1])
             else:  # an incident started meanwhile: from now on, one by one
                 shape.alert = True
                 self._one_by_one(segment, tally, cluster, i, n)

@@ -124,6 +124,11 @@ class Pipeline:
         self.checkpoints = 0
         self.close_timeout_s = 5.0
 
+    @property
+    def lane_records(self) -> int:
+        """Records the repeat-shape lane counted (the rest took the full path)."""
+        return self._lane.records if self._lane is not None else 0
+
     # --- control ----------------------------------------------------------------------------------
 
     def stop(self) -> None:
