@@ -49,7 +49,7 @@ for shapes (``redact.extra_patterns``).
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -70,7 +70,10 @@ _ISO_TS = re.compile(rb"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,](\d{1,6}))?
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
 _WARNING = Level.WARNING
-_MAX_SHAPES = 16_384
+# Memory: at most _MAX_SHAPES shapes of lines up to _MAX_SHAPE_BYTES (their keys are the lines' bytes:
+# 16 MiB at worst), and hashes (not keys) of the keys seen once or rejected.
+_MAX_SHAPES = 8_192
+_MAX_SHAPE_BYTES = 2_048
 _MAX_SECONDS = 65_536
 _MAX_SEEN = 65_536
 
@@ -118,8 +121,8 @@ class ShapeMemo:
 
     def __init__(self, *, max_line_bytes: int = 65_536) -> None:
         self.shapes: dict[bytes, Shape] = {}
-        self._rejected: set[bytes] = set()  # keys of records that cannot make a shape (not tried again)
-        self._seen: set[bytes] = set()  # keys of records that went the full path once
+        self._rejected: set[int] = set()  # hashes of keys that cannot make a shape (not tried again)
+        self._seen: set[int] = set()  # hashes of keys of records that went the full path once
         self._seconds: dict[bytes, int | None] = {}
         self._invalid: set[bytes] = set()  # the keys of _seconds that are no valid date-time
         self.max_line_bytes = max_line_bytes
@@ -167,24 +170,28 @@ class ShapeMemo:
 
         A shape is learned at its second record: most keys that occur once (ids with letters, hashes)
         never come back, and learning costs more than a full-path record."""
+        if len(key) > _MAX_SHAPE_BYTES:
+            return False
         seen = self._seen
-        if key in seen:
+        h = hash(key)  # a collision only learns a shape one record early
+        if h in seen:
             return True
         if len(seen) >= _MAX_SEEN:
             seen.clear()
-        seen.add(key)
+        seen.add(h)
         return False
 
     def learn(self, key: bytes, record: Record, event: Event, service_found: bool, ts_text: str) -> Shape | None:
         """Make a shape from a record the full path decoded into ``event`` (see the module docstring for
         the conditions the caller checked); None when this record's shape cannot skip the full path."""
-        if key in self._rejected:
+        h = hash(key)
+        if h in self._rejected or len(key) > _MAX_SHAPE_BYTES:
             return None
         shape = self._make(record, event, service_found, ts_text)
         if shape is None:
-            if len(self._rejected) >= _MAX_SHAPES:
+            if len(self._rejected) >= _MAX_SEEN:
                 self._rejected.clear()
-            self._rejected.add(key)
+            self._rejected.add(h)
             return None
         if len(self.shapes) >= _MAX_SHAPES:
             self.shapes.clear()  # bounded: a stream with this many shapes mostly takes the full path
@@ -685,15 +692,27 @@ class SegmentApplier:
         memo = self._memo
         n = hi - lo
         values = tally.values[lo:hi] if lo else tally.values
+        keys = tally.keys[lo:hi] if lo else tally.keys  # "YYYY-MM-DDTHH:MM:SS": byte order is time order
         a = shape.a
-        # One layout: byte order is time order (to the second when there is no fraction).
-        if shape.scale:
-            stamps = list(map(itemgetter(slice(a, shape.b)), values))
+        in_order = sorted(keys) == keys  # a stream mostly is (timsort checks a sorted list in one pass)
+        # The earliest and latest timestamps: to the second from the keys, then the fractions of the
+        # records in those seconds only (all records when the keys are not in order).
+        if in_order:
+            head = values[:bisect_right(keys, keys[0])]
+            tail = values[bisect_left(keys, keys[-1]):]
         else:
-            stamps = tally.keys[lo:hi] if lo else tally.keys
-        low, high = min(stamps), max(stamps)
-        first = memo.timestamp(shape, values[stamps.index(low)])
-        last = memo.timestamp(shape, values[stamps.index(high)])
+            head = tail = values
+        if shape.scale:
+            get = itemgetter(slice(a, shape.b))
+            head_stamps = list(map(get, head))
+            tail_stamps = head_stamps if tail is head else list(map(get, tail))
+            low = head[head_stamps.index(min(head_stamps))]
+            high = tail[tail_stamps.index(max(tail_stamps))]
+        else:
+            low = head[keys.index(min(keys))] if not in_order else head[0]
+            high = tail[keys.index(max(keys))] if not in_order else tail[0]
+        first = memo.timestamp(shape, low)
+        last = memo.timestamp(shape, high)
         if first is None or last is None:  # validated by the decode stage
             raise ValueError("a tally with an invalid timestamp")
         if shape.service is not None:
@@ -701,16 +720,22 @@ class SegmentApplier:
         else:
             services = self._services(tally.records[lo:hi], None) if lo else self._services(tally.records, tally)
         self._clusterer.bump(cluster, n, first, last, shape.level, services)
-        # Per minute: one minute when the earliest and latest share it (byte order is time order);
-        # else "YYYY-MM-DDTHH:MM" counted in C, each distinct minute read once.
+        # Per minute: from the ordered keys, one bisection per minute; else "YYYY-MM-DDTHH:MM" counted in C.
         second = memo.second
         zone_s = shape.zone_s
         count = self._store.count
         cid = cluster.id
-        if low[:16] == high[:16]:
-            minutes: Counter[bytes] | dict[bytes, int] = {values[0][a:a + 16]: n}
+        minutes: dict[bytes, int]
+        if in_order:
+            minutes = {}
+            i = 0
+            while i < n:
+                minute = keys[i][:16]
+                j = bisect_left(keys, minute + b";", i)  # ";" sorts right after the ":" of ":SS"
+                minutes[minute] = j - i
+                i = j
         else:
-            minutes = Counter(map(itemgetter(slice(a, a + 16)), values))
+            minutes = Counter(map(itemgetter(slice(0, 16)), keys))
         for key, k in minutes.items():
             sec = second(key + b":00")
             if sec is not None:
