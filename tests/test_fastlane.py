@@ -199,6 +199,23 @@ class TestSameAsFullPath:
         assert {cid: c[:7] for cid, c in lane.clusters.items()} == {cid: c[:7] for cid, c in full.clusters.items()}
         assert lane.timelines == full.timelines
 
+    def test_lane_steps_aside_where_shapes_do_not_repeat(self, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        """Lines that never repeat a shape switch the lane off for a while; it comes back for lines that do."""
+        import random
+
+        rng = random.Random(7)
+        unique = [f'{{"ts":"{_ts(i)}","level":"info","msg":"request {rng.getrandbits(64):x} done"}}'
+                  for i in range(20_000)]
+        repeating = [_line(20_000 + i, "checkout") for i in range(60_000)]
+        recs = [Record(line.encode(), "t", "s", i, i + 1, 1.0, "app.log") for i, line in enumerate(unique + repeating)]
+        batches: list[list[Record]] = [StreamBatch(recs[i:i + 500]) for i in range(0, len(recs), 500)]
+        full = _run(tmp_path, batches, lane=False, monkeypatch=monkeypatch)
+        lane = _run(tmp_path, batches, lane=True, monkeypatch=monkeypatch)
+        _assert_same(full, lane)
+        # Off after the first probe window of unique lines, for FastLane.OFF_FOR records; then on again.
+        assert 0.5 * len(repeating) < lane.lane_records < len(repeating)
+
     def test_demo_sample(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """The demo incident (traces, held warnings, four formats): identical outcome."""
         batches: list[list[Record]] = []

@@ -264,7 +264,14 @@ class Segment:
 class FastLane:
     """The decode stage's loop: records of known shapes into segments, the others down the full path."""
 
-    __slots__ = ("_assembler", "_counters", "_decoder", "_memo", "_min_level", "_steps", "records")
+    __slots__ = ("_assembler", "_counters", "_decoder", "_memo", "_min_level", "_off_for", "_seen", "_steps",
+                 "_window_hits", "records")
+
+    # Where shapes do not repeat (an id with letters in every line) the lane only costs: after a window
+    # of PROBE records of which less than 1/20 took it, the next OFF_FOR records skip it entirely (the
+    # shapes learned so far are kept for the next probe).
+    PROBE = 4_096
+    OFF_FOR = 8 * PROBE
 
     def __init__(self, memo: ShapeMemo, decoder: Decoder, assembler: MultilineAssembler,
                  steps: Sequence[ShapeStep], counters: Counters, *, min_level: Level) -> None:
@@ -275,9 +282,39 @@ class FastLane:
         self._steps = list(steps)
         self._counters = counters
         self._min_level = min_level
+        self._seen = 0  # records of the current probe window
+        self._window_hits = 0
+        self._off_for = 0  # records left that skip the lane
 
     def process(self, batch: list[Record]) -> list[Event | Segment]:
         """Events of the full path and segments, in read order (see the module docstring)."""
+        if self._off_for > 0:
+            self._off_for -= len(batch)
+            return self._plain(batch)
+        before = self.records
+        out = self._lane(batch)
+        self._seen += len(batch)
+        self._window_hits += self.records - before
+        if self._seen >= self.PROBE:
+            if self._window_hits * 20 < self._seen:
+                self._off_for = self.OFF_FOR
+            self._seen = self._window_hits = 0
+        return out
+
+    def _plain(self, batch: list[Record]) -> list[Event | Segment]:
+        """The full path for every record, learning nothing (the pipeline's loop without the lane)."""
+        out: list[Event | Segment] = []
+        decoder, push, steps = self._decoder, self._assembler.push, self._steps
+        for r in batch:
+            event = decoder(r)
+            if event is not None:
+                for e in push(event):
+                    for step in steps:
+                        e = step(e)
+                    out.append(e)
+        return out
+
+    def _lane(self, batch: list[Record]) -> list[Event | Segment]:
         out: list[Event | Segment] = []
         get = self._memo.shapes.get
         holds = self._assembler.holds
