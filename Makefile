@@ -37,6 +37,7 @@ bench: $(DEV_STAMP) model
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/kafka.py
+	$(BIN)/python bench/lane.py
 	$(BIN)/python bench/kafka_workers.py
 
 lint: $(DEV_STAMP)
