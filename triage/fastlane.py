@@ -19,25 +19,36 @@ path handled, only when no step of that handling depends on digit values:
 * clustering: masking looks at character classes only, so such records mine to the same template
   (the miner's own cache uses the same key).
 
+A shape is learned at the second full-path record of its key (most keys seen once never return);
+where less than 1/20 of a probe window of records take the lane, it steps aside for a while
+(:class:`FastLane`: ``PROBE``, ``OFF_FOR``).
+
 **Segments.** The decode stage cuts each batch into segments: a stretch of one stream with no
 full-path record in it, so everything the full path does stays in read order around it. Inside a
-segment the records of each quiet shape form a :class:`Tally`; records of shapes whose events
-detection must see one by one (level at or above ``detect.min_level``, or a cluster with an
-incident: "alert" shapes) are kept in read order with their timestamps.
+segment the records of each quiet shape form a :class:`Tally` (shapes of one cluster, level, service
+and timestamp layout share one: ids of varying length make many shapes of one template); records of
+shapes whose events detection must see one by one (level at or above ``detect.min_level``, or a
+cluster with an incident: "alert" shapes) are kept in read order with their timestamps.
 
 **Applying a segment** (the cluster stage, :class:`SegmentApplier`): alert records go through
-``observe_at`` one at a time, in order; then each tally is counted in bulk (cluster counts, times,
-level and services with ``bump``; per-minute counts; the detector's clock); then the context keeps
-the segment's last lines of each service, in read order. A shape remembers its cluster; a record is
-decoded again and goes through ``add`` like any event when that cluster is gone (evicted, merged: so
-creation and merges are the full path's), while the cluster still collects samples, and for the last
-record of each tally (its latest sample). Before a finding leaves, the context is first given the
-segment's lines that precede it.
+``observe_at`` one at a time, in order (for a cluster with an incident the counting waits for the
+segment's end, or for a finding about to copy the cluster: ``Detector.on_snapshot``); then each tally
+is counted in bulk (cluster counts, times, level and services with ``bump``; per-minute counts; the
+detector's clock); then the context keeps the segment's last lines of each service, in read order;
+before a finding leaves, the context first gets the segment's lines that precede it. A shape
+remembers its cluster; a record is decoded again and goes through ``add`` like any event when that
+cluster is gone (evicted, merged: so creation and merges are the full path's) and while the cluster
+still collects samples. The latest record of a cluster counted in bulk is kept aside and becomes its
+latest sample when someone looks: before a checkpoint's store flush and before a finding copies the
+cluster; an event the full path adds supersedes it.
 
-Differences from the full path, all bounded by one segment (at most one batch of one stream):
+Differences from the full path, bounded by one segment (at most the waiting batches of one stream):
 alert events are applied before the quiet records of their segment, so with timestamps out of order
-inside a batch an alert's detection time can miss a later quiet timestamp read before it; the latest
-sample of a cluster counted in bulk is refreshed once per segment, not per event.
+inside a segment an alert's detection time can miss a later quiet timestamp read before it. When the
+decode stage joins a stream's waiting batches (``pipeline.JOIN_RECORDS``), streams are applied in
+another order than read (never the records of one stream): which of two streams' records becomes a
+cluster's latest sample, and detection of an incident fed by several streams, follow that order, as
+they follow any other order in which partitions arrive.
 
 Checked per record before it is counted: its second is a valid date-time (an impossible date such as
 ``02-30`` or ``:61`` sends the record to the full path, after its segment), and a numeric zone equals

@@ -375,10 +375,11 @@ def _collector_tuned() -> Iterator[None]:
     """Python's cyclic collector, tuned for a pipeline run.
 
     A run allocates records, events and batches at a high rate, almost all short-lived and free of
-    cycles. The default threshold (a young collection every 700 allocations) then spends ~15% of the
-    time scanning them; young collections every 50,000 allocations keep memory bounded (a batch is a
-    few thousand records) at a fraction of that cost. What exists before the run (imports, settings,
-    restored clusters) is frozen: full collections no longer scan it. Restored afterwards.
+    cycles. With the default threshold (a young collection every 700 allocations) the collector scans
+    them over and over (~15% of the full path's time in bench/kafka.py); young collections every
+    50,000 allocations keep memory bounded (a batch is a few thousand records) at a fraction of that
+    cost. What exists before the run (imports, settings, restored clusters) is frozen: full
+    collections no longer scan it. Restored afterwards.
     """
     before = gc.get_threshold()
     gc.freeze()
@@ -397,8 +398,9 @@ def _join_waiting(first: StreamBatch, inp: MemoryObjectReceiveStream[RecordItem]
                   ) -> tuple[list[list[Record]], RecordItem | None, bool]:
     """``first`` and the one-stream batches already waiting in ``inp``, joined per stream.
 
-    Streams are independent (the assembler, the decoder's clock and detection are per stream), so a
-    stream's batches may be joined across other streams' batches; inside a stream the order stays.
+    A stream's batches may be joined across other streams' batches: assembly and the decoder's clock
+    are per stream, and the order in which partitions arrive is not defined anyway. Inside a stream
+    the order stays.
     Stops at a checkpoint or a batch of several streams (returned to be handled next), when nothing
     waits (or the channel ended: the flag), or at ``JOIN_RECORDS``.
     """
