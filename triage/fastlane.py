@@ -129,13 +129,13 @@ class Shape:
 class ShapeMemo:
     """Shapes by key, bounded; and a cache of ISO seconds (validated once, shared by all shapes)."""
 
-    __slots__ = ("_invalid", "_rejected", "_seconds", "_seen", "max_line_bytes", "shapes")
+    __slots__ = ("_invalid", "_rejected", "_seen", "max_line_bytes", "seconds", "shapes")
 
     def __init__(self, *, max_line_bytes: int = 65_536) -> None:
         self.shapes: dict[bytes, Shape] = {}
         self._rejected: set[int] = set()  # hashes of keys that cannot make a shape (not tried again)
         self._seen: set[int] = set()  # hashes of keys of records that went the full path once
-        self._seconds: dict[bytes, int | None] = {}
+        self.seconds: dict[bytes, int | None] = {}
         self._invalid: set[bytes] = set()  # the keys of _seconds that are no valid date-time
         self.max_line_bytes = max_line_bytes
 
@@ -144,7 +144,7 @@ class ShapeMemo:
 
     def second(self, key: bytes) -> int | None:
         """``YYYY-MM-DDTHH:MM:SS`` as naive epoch seconds; None when it is no valid date-time."""
-        seconds = self._seconds
+        seconds = self.seconds
         try:
             return seconds[key]
         except KeyError:
@@ -163,7 +163,7 @@ class ShapeMemo:
 
     def invalid(self, keys: set[bytes]) -> set[bytes]:
         """The keys (``YYYY-MM-DDTHH:MM:SS``) among ``keys`` that are no valid date-time."""
-        for key in keys.difference(self._seconds):  # set operations in C; a new second is rare
+        for key in keys.difference(self.seconds):  # set operations in C; a new second is rare
             self.second(key)
         return keys & self._invalid
 
@@ -427,12 +427,19 @@ class FastLane:
         seg.clear()
         timed: list[tuple[Record, Shape, float]] = []
         timestamp = memo.timestamp
-        for r, shape in alerts:
-            ts = timestamp(shape, r.data) if shape.zone is None or r.data[shape.za:shape.zb] == shape.zone else None
-            if ts is None:
+        seconds = memo.seconds
+        for r, shape in alerts:  # memo.timestamp, inlined: these run one per alert record
+            v = r.data
+            sec = seconds.get(v[shape.a:shape.sec_end])
+            if sec is None:
+                sec = memo.second(v[shape.a:shape.sec_end])
+            if sec is None or (shape.zone is not None and v[shape.za:shape.zb] != shape.zone):
                 rejected.append(r)
-            else:
-                timed.append((r, shape, ts))
+                continue
+            micros = (sec - shape.zone_s) * 1_000_000
+            if shape.scale:
+                micros += int(v[shape.fa:shape.fb]) * shape.scale
+            timed.append((r, shape, micros / 1_000_000))
         alerts.clear()
         if timed and (last is None or timed[-1][0].offset > last.offset):
             last, last_shape = timed[-1][0], timed[-1][1]
@@ -453,6 +460,7 @@ class FastLane:
 
 _DATA = attrgetter("data")
 _ATTRIBUTES = attrgetter("attributes")
+_OFFSET = attrgetter("offset")
 
 
 def _offset(r: Record) -> int:
@@ -469,14 +477,14 @@ FindingSink = Callable[[Finding], None]
 class _Deferred:
     """Events of a cluster with an incident, detected one by one, counted together."""
 
-    __slots__ = ("cluster", "levels", "record", "services", "stamps")
+    __slots__ = ("cluster", "levels", "records", "services", "stamps")
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.stamps: list[float] = []
-        self.services: list[str] = []
+        self.records: list[Record] = []
+        self.services: list[str | None] = []  # the shape's service (None: the record's source names it)
         self.levels: list[Level] = []
-        self.record: Record | None = None
 
 
 class SegmentApplier:
@@ -488,8 +496,9 @@ class SegmentApplier:
     to the cluster supersedes it (:meth:`superseded`).
     """
 
-    __slots__ = ("_caught", "_clusterer", "_context", "_context_lines", "_counters", "_decoder", "_deferred",
-                 "_detector", "_emit", "_latest", "_leaders", "_memo", "_on_created", "_segment", "_steps", "_store")
+    __slots__ = ("_caught", "_clusterer", "_context", "_context_lines", "_counters", "_decoder", "_defer",
+                 "_deferred", "_detector", "_emit", "_latest", "_leaders", "_memo", "_on_created", "_segment",
+                 "_steps", "_store")
 
     def __init__(self, memo: ShapeMemo, decoder: Decoder, steps: Sequence[ShapeStep], clusterer: Clusterer,
                  store: Store, detector: Detector, context: ContextCollector, counters: Counters,
@@ -510,6 +519,7 @@ class SegmentApplier:
         self._latest: dict[str, tuple[Cluster, Record]] = {}  # cluster id -> its latest record, not decoded
         self._leaders: dict[tuple[object, ...], Shape] = {}
         self._deferred: dict[str, _Deferred] = {}  # cluster id -> events counted at the segment's end
+        self._defer = detector.settings.min_count <= 1  # see _one
         detector.on_snapshot = self._snapshot
 
     def __call__(self, segment: Segment, emit: FindingSink) -> None:
@@ -573,23 +583,24 @@ class SegmentApplier:
                 checked.clear()
 
     def _one(self, segment: Segment, cluster: Cluster, shape: Shape, r: Record, ts: float) -> None:
-        """One event detection sees by itself. For a cluster with an incident its counting waits for the
-        segment's end (or for a finding's snapshot: ``on_snapshot``), the detection does not."""
-        service = shape.service if shape.service is not None else self._service(r)
+        """One event detection sees by itself; its counting waits for the segment's end (or for a
+        finding's snapshot: ``on_snapshot``). Detection reads a cluster's counts only to announce it
+        once ``detect.min_count`` events arrived: with a min_count above 1, the events of a cluster
+        without an incident are counted at once."""
         cid = cluster.id
         level = shape.level
-        if self._detector.tracks(cid):
+        if self._defer or self._detector.tracks(cid):
             deferred = self._deferred.get(cid)
             if deferred is None or deferred.cluster is not cluster:
                 if deferred is not None:
                     self._sync(deferred)
                 deferred = self._deferred[cid] = _Deferred(cluster)
             deferred.stamps.append(ts)
-            deferred.services.append(service)
+            deferred.records.append(r)
+            deferred.services.append(shape.service)
             deferred.levels.append(level)
-            if deferred.record is None or deferred.record.offset < r.offset:
-                deferred.record = r
         else:
+            service = shape.service if shape.service is not None else self._service(r)
             self._clusterer.bump(cluster, 1, ts, ts, level, {service: 1})
             self._store.touch(cluster)
             self._store.count(cid, ts)
@@ -601,21 +612,28 @@ class SegmentApplier:
     def _sync(self, deferred: _Deferred) -> None:
         """Count a cluster's deferred events (see :meth:`_one`)."""
         cluster = deferred.cluster
-        stamps = deferred.stamps
-        levels = deferred.levels
+        stamps, records, fixed, levels = deferred.stamps, deferred.records, deferred.services, deferred.levels
         bump = self._clusterer.bump
         if levels.count(levels[0]) == len(levels):
-            bump(cluster, len(stamps), min(stamps), max(stamps), levels[0], Counter(deferred.services))
+            unnamed = fixed.count(None)
+            if unnamed == len(fixed):
+                services = self._services(records)
+            else:
+                services = Counter(f for f in fixed if f is not None)
+                if unnamed:
+                    rest = [r for r, f in zip(records, fixed, strict=True) if f is None]
+                    for name, k in self._services(rest).items():
+                        services[name] = services.get(name, 0) + k
+            bump(cluster, len(stamps), min(stamps), max(stamps), levels[0], services)
         else:
-            for ts, service, level in zip(stamps, deferred.services, levels, strict=True):
-                bump(cluster, 1, ts, ts, level, {service: 1})
+            for ts, r, named, level in zip(stamps, records, fixed, levels, strict=True):
+                bump(cluster, 1, ts, ts, level, {named if named is not None else self._service(r): 1})
         count = self._store.count
         cid = cluster.id
         for minute, k in Counter([int(ts // 60) for ts in stamps]).items():
             count(cid, minute * 60.0, k)
         self._store.touch(cluster)
-        if deferred.record is not None:
-            self._keep_latest(cluster, deferred.record)
+        self._keep_latest(cluster, max(records, key=_OFFSET))
 
     def _keep_latest(self, cluster: Cluster, record: Record) -> None:
         """``record`` becomes the cluster's pending latest sample unless one read after it (same stream,
