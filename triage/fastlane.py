@@ -64,8 +64,8 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from itertools import islice
-from operator import attrgetter, itemgetter, le
+from itertools import islice, repeat
+from operator import attrgetter, floordiv, itemgetter, le
 from typing import Protocol, runtime_checkable
 
 from triage.accounting import Counters
@@ -628,10 +628,7 @@ class SegmentApplier:
         else:
             for ts, r, named, level in zip(stamps, records, fixed, levels, strict=True):
                 bump(cluster, 1, ts, ts, level, {named if named is not None else self._service(r): 1})
-        count = self._store.count
-        cid = cluster.id
-        for minute, k in Counter([int(ts // 60) for ts in stamps]).items():
-            count(cid, minute * 60.0, k)
+        self._store.count_minutes(cluster.id, Counter(map(int, map(floordiv, stamps, repeat(60.0)))))  # in C
         self._store.touch(cluster)
         self._keep_latest(cluster, max(records, key=_OFFSET))
 
@@ -790,8 +787,6 @@ class SegmentApplier:
         # Per minute: from the ordered keys, one bisection per minute; else "YYYY-MM-DDTHH:MM" counted in C.
         second = memo.second
         zone_s = shape.zone_s
-        count = self._store.count
-        cid = cluster.id
         minutes: dict[bytes, int]
         if in_order:
             minutes = {}
@@ -803,10 +798,12 @@ class SegmentApplier:
                 i = j
         else:
             minutes = Counter(map(itemgetter(slice(0, 16)), keys))
+        per_minute: dict[int, int] = {}
         for key, k in minutes.items():
             sec = second(key + b":00")
             if sec is not None:
-                count(cid, float((sec - zone_s) // 60 * 60), k)
+                per_minute[(sec - zone_s) // 60] = k
+        self._store.count_minutes(cluster.id, per_minute)
         self._detector.advance(segment.stream, last)
 
     def _one_by_one(self, segment: Segment, tally: Tally, cluster: Cluster, lo: int, hi: int) -> None:

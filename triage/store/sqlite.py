@@ -153,6 +153,12 @@ class Store:
         """Add ``n`` events to the cluster's per-minute timeline."""
         self._minutes[(cluster_id, int(timestamp // 60))] += n
 
+    def count_minutes(self, cluster_id: str, minutes: Mapping[int, int]) -> None:
+        """Add events to the cluster's per-minute timeline: ``{minute (epoch // 60): events}``."""
+        counts = self._minutes
+        for minute, n in minutes.items():
+            counts[(cluster_id, minute)] += n
+
     def merged(self, absorbed_id: str, survivor: Cluster) -> None:
         """The clusterer folded ``absorbed_id`` into ``survivor``: its row and timeline move over."""
         self._dirty.pop(absorbed_id, None)
