@@ -71,7 +71,7 @@ from typing import Protocol, runtime_checkable
 from triage.accounting import Counters
 from triage.clustering.base import Clusterer, Match
 from triage.detect import Detector
-from triage.model import Cluster, Event, Finding, Level, Record
+from triage.model import Cluster, Event, Finding, Level, Record, StreamBatch
 from triage.parsing import Decoder, MultilineAssembler
 from triage.store import Store
 from triage.summarize.context import ContextCollector
@@ -333,15 +333,15 @@ class FastLane:
         zero = ZERO_DIGITS
         seg: list[Shape] = []  # quiet shapes with records in the current segment
         alerts: list[tuple[Record, Shape]] = []
-        stream = ""
-        lane = False
+        one_stream = isinstance(batch, StreamBatch) and bool(batch)
+        stream = batch[0].stream if one_stream else ""
+        lane = one_stream and not holds(stream)
         for r in batch:
-            s = r.stream
-            if s != stream:
+            if not one_stream and r.stream != stream:
                 if seg or alerts:
                     self._flush(out, seg, alerts, stream)
-                stream = s
-                lane = not holds(s)
+                stream = r.stream
+                lane = not holds(stream)
             if lane:
                 key = r.data.translate(zero)
                 shape = get(key)
@@ -361,7 +361,7 @@ class FastLane:
             if seg or alerts:
                 self._flush(out, seg, alerts, stream)
             self._full(r, key, out)
-            lane = not holds(s)
+            lane = not holds(stream)
         if seg or alerts:
             self._flush(out, seg, alerts, stream)
         return out
