@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class TestRunOnce:
         assert len(rows) == 1 and rows[0]["service"] == "app" and rows[0]["level"] == "ERROR"
         err = capsys.readouterr().err
         assert "read=4 " in err and "balanced" in err
+        assert "fast_lane=0" in err  # a shape is learned at its second record: none of four took the lane
 
     def test_second_replay_resumes_from_checkpoint(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """A second run on the same state dir reads only what was appended and announces nothing again."""
@@ -110,6 +112,8 @@ class TestDemo:
         printed = capsys.readouterr().out
         assert "balanced" in printed and f"read={manifest['total_lines']} " in printed
         assert "clusters (" in printed
+        lane = re.search(r"fast_lane=(\d+)", printed)
+        assert lane is not None and int(lane.group(1)) > manifest["total_lines"] // 5  # repeated shapes
 
 
 class TestSignals:

@@ -212,6 +212,6 @@ def print_counters(app: App, *, file: TextIO) -> None:
         f"records: read={c.read} clustered={c.clustered} merged={c.merged} "
         f"dropped={c.dropped_total} ({dropped}) dead_lettered={c.dead_lettered} -> {status}; "
         f"decoded={c.decoded} truncated={c.truncated} invalid_utf8={c.invalid_utf8} "
-        f"findings={c.findings} checkpoints={app.pipeline.checkpoints}",
+        f"findings={c.findings} checkpoints={app.pipeline.checkpoints} fast_lane={app.pipeline.lane_records}",
         file=file,
     )
