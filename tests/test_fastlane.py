@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -117,13 +118,13 @@ def _finding_key(f: Finding) -> tuple[Any, ...]:
 
 
 def _run(tmp_path: Path, batches: list[list[Record]], *, lane: bool, monkeypatch: pytest.MonkeyPatch,
-         join: bool = False) -> Outcome:
+         join: bool = False, detect: dict[str, Any] | None = None) -> Outcome:
     """One replay. Without ``join`` the decode stage does not join waiting batches: streams keep the
     order they were read in, so the two paths see the same sequence of records."""
     monkeypatch.setattr(pipeline_module, "JOIN_RECORDS", pipeline_module.JOIN_RECORDS if join else 1)
     store = Store.open(tmp_path / ("lane" if lane else "full") / ("join" if join else "read-order"))
-    detector = Detector(DetectSettings(resolve_after_s=60, group_interval_s=30), versions=store.finding_versions(),
-                        clock=lambda: 0.0)  # log time only: both runs judge the same instants
+    detector = Detector(DetectSettings(**{"resolve_after_s": 60, "group_interval_s": 30, **(detect or {})}),
+                        versions=store.finding_versions(), clock=lambda: 0.0)  # log time only: same instants
     work: list[tuple[Any, ...]] = []
     original = _WORK
 
@@ -202,8 +203,6 @@ class TestSameAsFullPath:
     def test_lane_steps_aside_where_shapes_do_not_repeat(self, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
         """Lines that never repeat a shape switch the lane off for a while; it comes back for lines that do."""
-        import random
-
         rng = random.Random(7)
         unique = [f'{{"ts":"{_ts(i)}","level":"info","msg":"request {rng.getrandbits(64):x} done"}}'
                   for i in range(20_000)]
@@ -216,6 +215,18 @@ class TestSameAsFullPath:
         # Off after the first probe window of unique lines, for FastLane.OFF_FOR records; then on again.
         assert 0.5 * len(repeating) < lane.lane_records < len(repeating)
 
+    @pytest.mark.parametrize("seed", [1, 7])
+    @pytest.mark.parametrize("detect", [{}, {"min_count": 3, "group_wait_s": 20, "spike_min_count": 5}],
+                             ids=["defaults", "min-count-3"])
+    def test_mixed_streams(self, seed: int, detect: dict[str, Any], tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+        """Traces, held warnings, numeric levels and impossible seconds among repeated shapes: identical."""
+        batches = _mixed(seed, 6000)
+        full = _run(tmp_path, batches, lane=False, monkeypatch=monkeypatch, detect=detect)
+        lane = _run(tmp_path, batches, lane=True, monkeypatch=monkeypatch, detect=detect)
+        _assert_same(full, lane)
+        assert lane.lane_records > 0.8 * full.counters.clustered
+
     def test_demo_sample(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """The demo incident (traces, held warnings, four formats): identical outcome."""
         batches: list[list[Record]] = []
@@ -227,6 +238,38 @@ class TestSameAsFullPath:
         lane = _run(tmp_path, batches, lane=True, monkeypatch=monkeypatch)
         _assert_same(full, lane)
         assert lane.lane_records > 0
+
+
+TRACE = ["Traceback (most recent call last):", '  File "/app/x.py", line 3, in f', "    g()", "ValueError: bad"]
+
+
+def _mixed(seed: int, n: int) -> list[list[Record]]:
+    """Three keyed streams in time order with everything that makes the lane hand over: traces after
+    held warnings, numeric levels, impossible seconds, records without a key; random batch sizes."""
+    rng = random.Random(seed)
+    parts: list[list[tuple[str, dict[str, str] | None]]] = [[], [], []]
+    attrs: list[dict[str, str] | None] = [{"key": s, "service": s} for s in ("a", "b", "c")] + [None]
+    for i in range(n):
+        p = rng.randrange(3)
+        r = rng.random()
+        if r < 0.01:
+            lines = [f"{_ts(i)} ERROR job failed", *TRACE]
+        elif r < 0.02:
+            lines = [f'{{"ts":"{_ts(i)}","level":{rng.choice([30, 40, 50])},"msg":"numeric {i}"}}']
+        elif r < 0.025:
+            ts = _ts(i)
+            ts = ts[:17] + rng.choice(["61", "99", ts[17:19]]) + ts[19:]
+            lines = [f'{{"ts":"{ts}","level":"info","msg":"cart updated","items":{i % 9},"user":"u{i % 5000}"}}']
+        elif r < 0.03:
+            lines = [f"{_ts(i)} WARN disk {rng.randrange(100)}% full"]
+        else:
+            lines = [_line(i, f"svc{p}")]
+        parts[p].extend((line, attrs[rng.choice([p, 3])]) for line in lines)
+    streams = [[Record(line.encode(), "k", f"s/{p}", j, j + 1, 1.0, "", a) for j, (line, a) in enumerate(part)]
+               for p, part in enumerate(parts)]
+    size = rng.choice([50, 300, 1000])
+    return [StreamBatch(recs[s:s + size]) for s in range(0, max(map(len, streams)), size) for recs in streams
+            if recs[s:s + size]]
 
 
 def _shape_of(lines: list[str]) -> tuple[ShapeMemo, Decoder, list[Record]]:

@@ -50,9 +50,9 @@ another order than read (never the records of one stream): which of two streams'
 cluster's latest sample, and detection of an incident fed by several streams, follow that order, as
 they follow any other order in which partitions arrive.
 
-Checked per record before it is counted: its second is a valid date-time (an impossible date such as
-``02-30`` or ``:61`` sends the record to the full path, after its segment), and a numeric zone equals
-the shape's. A JSON record that is malformed only by a digit (a number with a leading zero) is
+Checked per record before it is counted: its second is a valid date-time, and a numeric zone equals
+the shape's; a record that fails (an impossible date such as ``02-30`` or ``:61``) takes the full path
+where it was read, its segment cut in two around it. A JSON record that is malformed only by a digit (a number with a leading zero) is
 counted with its shape instead of being read as plain text. The lane is off when a step cannot vouch
 for shapes (``redact.extra_patterns``).
 """
@@ -390,43 +390,29 @@ class FastLane:
 
     def _flush(self, out: list[Event | Segment], seg: list[Shape], alerts: list[tuple[Record, Shape]],
                stream: str) -> None:
+        """Hand on the segment gathered in ``seg`` (quiet shapes with their records) and ``alerts``."""
         memo = self._memo
-        rejected: list[Record] = []
         tallies: list[Tally] = []
-        last: Record | None = None
-        last_shape: Shape | None = None
+        bad: set[int] = set()  # ids of records whose timestamp is no valid date-time (or another zone)
         for shape in seg:
             recs = shape.recs
-            shape.recs = None
             if not recs:
                 continue
             a, se = shape.a, shape.sec_end
             values = list(map(_DATA, recs))  # map with C callables: no bytecode per record
             keys = list(map(itemgetter(slice(a, se)), values))
             zone = shape.zone
-            bad = memo.invalid(set(keys))
-            if bad or (zone is not None and any(v[shape.za:shape.zb] != zone for v in values)):
-                good = []
+            invalid = memo.invalid(set(keys))
+            if invalid or (zone is not None and any(v[shape.za:shape.zb] != zone for v in values)):
                 for r in recs:
                     v = r.data
-                    if v[a:se] in bad or (zone is not None and v[shape.za:shape.zb] != zone):
-                        rejected.append(r)
-                    else:
-                        good.append(r)
-                if not good:
-                    continue
-                recs = good
-                values = list(map(_DATA, recs))
-                keys = list(map(itemgetter(slice(a, se)), values))
+                    if v[a:se] in invalid or (zone is not None and v[shape.za:shape.zb] != zone):
+                        bad.add(id(r))
             tally = Tally(shape, recs)
             tally.values = values
             tally.keys = keys
             tallies.append(tally)
-            if last is None or recs[-1].offset > last.offset:
-                last, last_shape = recs[-1], shape
-        seg.clear()
         timed: list[tuple[Record, Shape, float]] = []
-        timestamp = memo.timestamp
         seconds = memo.seconds
         for r, shape in alerts:  # memo.timestamp, inlined: these run one per alert record
             v = r.data
@@ -434,28 +420,58 @@ class FastLane:
             if sec is None:
                 sec = memo.second(v[shape.a:shape.sec_end])
             if sec is None or (shape.zone is not None and v[shape.za:shape.zb] != shape.zone):
-                rejected.append(r)
+                bad.add(id(r))
+                timed.append((r, shape, 0.0))
                 continue
             micros = (sec - shape.zone_s) * 1_000_000
             if shape.scale:
                 micros += int(v[shape.fa:shape.fb]) * shape.scale
             timed.append((r, shape, micros / 1_000_000))
+        for shape in seg:
+            shape.recs = None
+        seg.clear()
         alerts.clear()
-        if timed and (last is None or timed[-1][0].offset > last.offset):
-            last, last_shape = timed[-1][0], timed[-1][1]
-        if last is not None and last_shape is not None:
-            ts = timestamp(last_shape, last.data)
-            if ts is not None:
-                self._decoder.set_last_timestamp(stream, ts)
-            segment = Segment(stream, tallies, timed)
-            n = len(segment)
-            self._counters.decoded += n
-            self.records += n
-            out.append(segment)
-        if rejected:  # an invalid date or another zone: the full path, after the segment
-            rejected.sort(key=_offset)
-            for r in rejected:
+        if bad:
+            self._replay(out, tallies, timed, bad, stream)
+            return
+        if not tallies and not timed:
+            return
+        segment = Segment(stream, tallies, timed)
+        last = max(([t.records[-1] for t in tallies] + ([timed[-1][0]] if timed else [])), key=_OFFSET)
+        last_shape = next((t.shape for t in tallies if t.records[-1] is last), timed[-1][1] if timed else None)
+        ts = memo.timestamp(last_shape, last.data) if last_shape is not None else None
+        if ts is not None:
+            self._decoder.set_last_timestamp(stream, ts)
+        n = len(segment)
+        self._counters.decoded += n
+        self.records += n
+        out.append(segment)
+
+    def _replay(self, out: list[Event | Segment], tallies: list[Tally], timed: list[tuple[Record, Shape, float]],
+                bad: set[int], stream: str) -> None:
+        """A segment with records whose timestamp is invalid (``:61``, ``02-30``) or in another zone: in
+        read order again, each of them takes the full path where it was read, between the segments
+        before and after it (so its fallback timestamp, the stream's previous one, is the full path's)."""
+        rows = [(r, t.shape) for t in tallies for r in t.records] + [(r, shape) for r, shape, _ in timed]
+        rows.sort(key=_row_offset)
+        holds = self._assembler.holds
+        seg: list[Shape] = []
+        alerts: list[tuple[Record, Shape]] = []
+        for r, shape in rows:
+            if id(r) in bad or holds(stream):  # a held event (a bad line may start a trace) goes on in full
+                if seg or alerts:
+                    self._flush(out, seg, alerts, stream)
                 self._full(r, None, out)
+            elif shape.alert:
+                alerts.append((r, shape))
+            else:
+                recs = shape.recs
+                if recs is None:
+                    shape.recs = recs = []
+                    seg.append(shape)
+                recs.append(r)
+        if seg or alerts:
+            self._flush(out, seg, alerts, stream)
 
 
 _DATA = attrgetter("data")
@@ -465,6 +481,10 @@ _OFFSET = attrgetter("offset")
 
 def _offset(r: Record) -> int:
     return r.offset
+
+
+def _row_offset(row: tuple[Record, Shape]) -> int:
+    return row[0].offset
 
 
 def _alert_offset(alert: tuple[Record, Shape, float]) -> int:
