@@ -1,7 +1,7 @@
 """Records/s of the whole pipeline with the repeat-shape lane on and off, in the same run.
 
-Two inputs, each as four in-memory partitions (batches of 500 records, as the Kafka source hands
-them out, so the broker is out of the picture): ``repeating`` is the stream of ``bench/kafka.py``
+Two inputs, each as four in-memory streams in batches of 500 Records (so no broker and no Kafka
+source in the picture): ``repeating`` is the stream of ``bench/kafka.py``
 (shapes repeat, ids and durations change), ``unique`` has a random hex id in every line (no shape ever
 repeats: the lane should step aside). Every run must account for every record.
 

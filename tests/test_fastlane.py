@@ -21,7 +21,7 @@ from triage.accounting import Counters
 from triage.clustering import StreamingClusterer
 from triage.detect import Detector
 from triage.fastlane import ZERO_DIGITS, ShapeMemo
-from triage.model import Finding, Record, StreamBatch
+from triage.model import Finding, Record, RowBatch, StreamBatch
 from triage.parsing import Decoder
 from triage.pipeline import Pipeline
 from triage.redact import Redactor
@@ -102,6 +102,17 @@ def _batches(n: int, per_batch: int = 250, *, jitter: bool = False) -> list[list
     return out
 
 
+def _as_rows(batches: list[list[Record]]) -> list[list[Record]]:
+    """The same batches as RowBatches (what the Kafka source hands out): columns up front, the Record
+    (here: the very same one) made on demand."""
+    out: list[Any] = []
+    for b in batches:
+        recs = list(b)
+        out.append(RowBatch(recs[0].stream, recs, [r.data for r in recs], [r.offset for r in recs],
+                            [r.attributes for r in recs], lambda row, value, attributes: row))
+    return out
+
+
 @dataclass
 class Outcome:
     counters: Counters
@@ -135,8 +146,11 @@ def _run(tmp_path: Path, batches: list[list[Record]], *, lane: bool, monkeypatch
         return item
 
     monkeypatch.setattr(pipeline_module, "_work", recording)
+    fresh = [b if isinstance(b, RowBatch) else list(b) if not lane else StreamBatch(b) for b in batches]
+    if any(isinstance(b, RowBatch) for b in batches):
+        fresh = _as_rows([list(b) for b in batches])  # joining extends them: fresh ones per run
     pipeline = Pipeline(
-        sources=[ListSource([list(b) if not lane else StreamBatch(b) for b in batches])], sinks=[RecordingSink()],
+        sources=[ListSource(fresh)], sinks=[RecordingSink()],
         store=store, clusterer=StreamingClusterer(on_evict=store.touch, on_merge=store.merged), detector=detector,
         summarizer=SummarizeStage(store=store, detector=detector, fallback=ModelFreeSummarizer(), llm=None,
                                   settings=LLMSettings()),
@@ -167,11 +181,13 @@ def _assert_same(full: Outcome, lane: Outcome) -> None:
 
 
 class TestSameAsFullPath:
-    def test_kafka_like_stream(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A busy keyed stream with bursts, a resolve and odd records: identical outcome, mostly in bulk."""
+    @pytest.mark.parametrize("rows", [False, True], ids=["records", "row-batches"])
+    def test_kafka_like_stream(self, rows: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A busy keyed stream with bursts, a resolve and odd records: identical outcome, mostly in bulk
+        (also when the batches come as RowBatches, as from the Kafka source)."""
         batches = _batches(30_000)
         full = _run(tmp_path, batches, lane=False, monkeypatch=monkeypatch)
-        lane = _run(tmp_path, batches, lane=True, monkeypatch=monkeypatch)
+        lane = _run(tmp_path, _as_rows(batches) if rows else batches, lane=True, monkeypatch=monkeypatch)
         _assert_same(full, lane)
         kinds = {f[1] for f in full.findings}
         assert {"new", "spike", "resolved"} <= kinds  # the lane had detection work to do
@@ -194,7 +210,7 @@ class TestSameAsFullPath:
         detection across streams, may differ, as they may with any other read order of partitions)."""
         batches = _batches(12_000)
         full = _run(tmp_path, batches, lane=False, monkeypatch=monkeypatch)
-        lane = _run(tmp_path, batches, lane=True, monkeypatch=monkeypatch, join=True)
+        lane = _run(tmp_path, _as_rows(batches), lane=True, monkeypatch=monkeypatch, join=True)
         assert lane.counters.read == full.counters.read and lane.counters.balanced()
         assert lane.counters.clustered == full.counters.clustered
         assert {cid: c[:7] for cid, c in lane.clusters.items()} == {cid: c[:7] for cid, c in full.clusters.items()}
@@ -223,7 +239,7 @@ class TestSameAsFullPath:
         """Traces, held warnings, numeric levels and impossible seconds among repeated shapes: identical."""
         batches = _mixed(seed, 6000)
         full = _run(tmp_path, batches, lane=False, monkeypatch=monkeypatch, detect=detect)
-        lane = _run(tmp_path, batches, lane=True, monkeypatch=monkeypatch, detect=detect)
+        lane = _run(tmp_path, _as_rows(batches), lane=True, monkeypatch=monkeypatch, detect=detect)
         _assert_same(full, lane)
         assert lane.lane_records > 0.8 * full.counters.clustered
 

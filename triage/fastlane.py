@@ -62,16 +62,16 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from itertools import islice, repeat
 from operator import attrgetter, floordiv, itemgetter, le
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 from triage.accounting import Counters
 from triage.clustering.base import Clusterer, Match
 from triage.detect import Detector
-from triage.model import Cluster, Event, Finding, Level, Record, StreamBatch
+from triage.model import Cluster, Event, Finding, Level, Record, RowBatch, StreamBatch
 from triage.parsing import Decoder, MultilineAssembler
 from triage.store import Store
 from triage.summarize.context import ContextCollector
@@ -118,7 +118,7 @@ class Shape:
         self.zone: bytes | None = None
         self.zone_s = 0
         self.alert = False  # detection must see these events one by one
-        self.recs: list[Record] | None = None  # the current segment's records (decode stage only)
+        self.recs: list[int] | None = None  # the current segment's records, by index (decode stage only)
         self.cluster: Cluster | None = None  # the cluster its records went to (cluster stage only)
         # The shape whose tally this shape's records join: itself, or once its cluster is known, the
         # first shape with the same cluster, level, service and timestamp layout (ids of varying length
@@ -246,16 +246,47 @@ class ShapeMemo:
         return shape
 
 
+class Rows(Sequence[Record]):
+    """Some records of a batch, by index, made only when asked for (a :class:`RowBatch` makes its
+    Records on demand)."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Sequence[Record], index: list[int]) -> None:
+        self._batch = batch
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if isinstance(i, slice):
+            return list(map(self._batch.__getitem__, self._index[i]))
+        return self._batch[self._index[i]]
+
+    def __iter__(self) -> Iterator[Record]:
+        return map(self._batch.__getitem__, self._index)
+
+
 class Tally:
-    """The records of one quiet shape in one segment, in read order."""
+    """The records of one quiet shape in one segment, in read order, with the columns counted in bulk."""
 
-    __slots__ = ("keys", "kinds", "records", "shape", "values")
+    __slots__ = ("attributes", "keys", "kinds", "offsets", "records", "shape", "values")
 
-    def __init__(self, shape: Shape, records: list[Record]) -> None:
+    def __init__(self, shape: Shape, records: Sequence[Record], values: list[bytes], keys: list[bytes],
+                 offsets: list[int], attributes: list[dict[str, str] | None]) -> None:
         self.shape = shape
         self.records = records
-        self.values: list[bytes] = []
-        self.keys: list[bytes] = []  # each record's date and time to the second (validated)
+        self.values = values
+        self.keys = keys  # each record's date and time to the second (validated)
+        self.offsets = offsets
+        self.attributes = attributes
         self.kinds = 0  # distinct attributes objects among the records (0: not counted yet)
 
 
@@ -298,7 +329,7 @@ class FastLane:
         self._window_hits = 0
         self._off_for = 0  # records left that skip the lane
 
-    def process(self, batch: list[Record]) -> list[Event | Segment]:
+    def process(self, batch: Sequence[Record]) -> list[Event | Segment]:
         """Events of the full path and segments, in read order (see the module docstring)."""
         if self._off_for > 0:
             self._off_for -= len(batch)
@@ -313,7 +344,7 @@ class FastLane:
             self._seen = self._window_hits = 0
         return out
 
-    def _plain(self, batch: list[Record]) -> list[Event | Segment]:
+    def _plain(self, batch: Sequence[Record]) -> list[Event | Segment]:
         """The full path for every record, learning nothing (the pipeline's loop without the lane)."""
         out: list[Event | Segment] = []
         decoder, push, steps = self._decoder, self._assembler.push, self._steps
@@ -326,44 +357,48 @@ class FastLane:
                     out.append(e)
         return out
 
-    def _lane(self, batch: list[Record]) -> list[Event | Segment]:
+    def _lane(self, batch: Sequence[Record]) -> list[Event | Segment]:
         out: list[Event | Segment] = []
         get = self._memo.shapes.get
         holds = self._assembler.holds
         zero = ZERO_DIGITS
-        seg: list[Shape] = []  # quiet shapes with records in the current segment
-        alerts: list[tuple[Record, Shape]] = []
-        one_stream = isinstance(batch, StreamBatch) and bool(batch)
-        stream = batch[0].stream if one_stream else ""
+        seg: list[Shape] = []  # quiet shapes with records (indices into batch) in the current segment
+        alerts: list[tuple[int, Shape]] = []
+        if isinstance(batch, RowBatch):  # one stream; values made by the source, Records on demand
+            values, one_stream, stream = batch.values, True, batch.stream
+        else:
+            values = list(map(_DATA, batch))  # map with C callables: no bytecode per record
+            one_stream = isinstance(batch, StreamBatch) and bool(batch)
+            stream = batch[0].stream if one_stream else ""
         lane = one_stream and not holds(stream)
-        for r in batch:
-            if not one_stream and r.stream != stream:
+        for i, v in enumerate(values):
+            if not one_stream and batch[i].stream != stream:
                 if seg or alerts:
-                    self._flush(out, seg, alerts, stream)
-                stream = r.stream
+                    self._flush(out, seg, alerts, stream, batch, values)
+                stream = batch[i].stream
                 lane = not holds(stream)
             if lane:
-                key = r.data.translate(zero)
+                key = v.translate(zero)
                 shape = get(key)
                 if shape is not None:
                     shape = shape.bucket
                     if shape.alert:
-                        alerts.append((r, shape))
+                        alerts.append((i, shape))
                         continue
                     recs = shape.recs
                     if recs is None:
                         shape.recs = recs = []
                         seg.append(shape)
-                    recs.append(r)
+                    recs.append(i)
                     continue
             else:
                 key = None
             if seg or alerts:
-                self._flush(out, seg, alerts, stream)
-            self._full(r, key, out)
+                self._flush(out, seg, alerts, stream, batch, values)
+            self._full(batch[i], key, out)
             lane = not holds(stream)
         if seg or alerts:
-            self._flush(out, seg, alerts, stream)
+            self._flush(out, seg, alerts, stream, batch, values)
         return out
 
     # --- internals --------------------------------------------------------------------------------
@@ -388,58 +423,67 @@ class FastLane:
             if shape is not None and shape.level >= self._min_level:
                 shape.alert = True
 
-    def _flush(self, out: list[Event | Segment], seg: list[Shape], alerts: list[tuple[Record, Shape]],
-               stream: str) -> None:
-        """Hand on the segment gathered in ``seg`` (quiet shapes with their records) and ``alerts``."""
+    def _flush(self, out: list[Event | Segment], seg: list[Shape], alerts: list[tuple[int, Shape]],
+               stream: str, batch: Sequence[Record], column: list[bytes]) -> None:
+        """Hand on the segment gathered in ``seg`` (quiet shapes with their records' indices into
+        ``batch``; ``column`` is the batch's values) and ``alerts``."""
         memo = self._memo
         tallies: list[Tally] = []
-        bad: set[int] = set()  # ids of records whose timestamp is no valid date-time (or another zone)
+        bad: set[int] = set()  # indices of records whose timestamp is no valid date-time (or another zone)
+        rows = batch if isinstance(batch, RowBatch) else None
         for shape in seg:
-            recs = shape.recs
-            if not recs:
+            idx = shape.recs
+            if not idx:
                 continue
             a, se = shape.a, shape.sec_end
-            values = list(map(_DATA, recs))  # map with C callables: no bytecode per record
+            values = list(map(column.__getitem__, idx))  # map with C callables: no bytecode per record
             keys = list(map(itemgetter(slice(a, se)), values))
             zone = shape.zone
             invalid = memo.invalid(set(keys))
             if invalid or (zone is not None and any(v[shape.za:shape.zb] != zone for v in values)):
-                for r in recs:
-                    v = r.data
+                for i, v in zip(idx, values, strict=True):
                     if v[a:se] in invalid or (zone is not None and v[shape.za:shape.zb] != zone):
-                        bad.add(id(r))
-            tally = Tally(shape, recs)
-            tally.values = values
-            tally.keys = keys
-            tallies.append(tally)
+                        bad.add(i)
+            if rows is not None:
+                offsets = list(map(rows.offsets.__getitem__, idx))
+                attributes = list(map(rows.attributes.__getitem__, idx))
+                records: Sequence[Record] = Rows(batch, idx)
+            else:
+                records = list(map(batch.__getitem__, idx))
+                offsets = list(map(_OFFSET, records))
+                attributes = list(map(_ATTRIBUTES, records))
+            tallies.append(Tally(shape, records, values, keys, offsets, attributes))
         timed: list[tuple[Record, Shape, float]] = []
         seconds = memo.seconds
-        for r, shape in alerts:  # memo.timestamp, inlined: these run one per alert record
-            v = r.data
+        for i, shape in alerts:  # memo.timestamp, inlined: these run one per alert record
+            v = column[i]
             sec = seconds.get(v[shape.a:shape.sec_end])
             if sec is None:
                 sec = memo.second(v[shape.a:shape.sec_end])
             if sec is None or (shape.zone is not None and v[shape.za:shape.zb] != shape.zone):
-                bad.add(id(r))
-                timed.append((r, shape, 0.0))
+                bad.add(i)
                 continue
             micros = (sec - shape.zone_s) * 1_000_000
             if shape.scale:
                 micros += int(v[shape.fa:shape.fb]) * shape.scale
-            timed.append((r, shape, micros / 1_000_000))
+            timed.append((batch[i], shape, micros / 1_000_000))
+        if bad:
+            self._replay(out, seg, alerts, bad, stream, batch, column)
+            return
         for shape in seg:
             shape.recs = None
         seg.clear()
         alerts.clear()
-        if bad:
-            self._replay(out, tallies, timed, bad, stream)
-            return
         if not tallies and not timed:
             return
         segment = Segment(stream, tallies, timed)
-        last = max(([t.records[-1] for t in tallies] + ([timed[-1][0]] if timed else [])), key=_OFFSET)
-        last_shape = next((t.shape for t in tallies if t.records[-1] is last), timed[-1][1] if timed else None)
-        ts = memo.timestamp(last_shape, last.data) if last_shape is not None else None
+        last, last_shape, last_offset = b"", None, -1
+        for t in tallies:
+            if t.offsets[-1] > last_offset:
+                last, last_shape, last_offset = t.values[-1], t.shape, t.offsets[-1]
+        if timed and timed[-1][0].offset > last_offset:
+            last, last_shape = timed[-1][0].data, timed[-1][1]
+        ts = memo.timestamp(last_shape, last) if last_shape is not None else None
         if ts is not None:
             self._decoder.set_last_timestamp(stream, ts)
         n = len(segment)
@@ -447,31 +491,35 @@ class FastLane:
         self.records += n
         out.append(segment)
 
-    def _replay(self, out: list[Event | Segment], tallies: list[Tally], timed: list[tuple[Record, Shape, float]],
-                bad: set[int], stream: str) -> None:
+    def _replay(self, out: list[Event | Segment], seg: list[Shape], alerts: list[tuple[int, Shape]], bad: set[int],
+                stream: str, batch: Sequence[Record], column: list[bytes]) -> None:
         """A segment with records whose timestamp is invalid (``:61``, ``02-30``) or in another zone: in
         read order again, each of them takes the full path where it was read, between the segments
         before and after it (so its fallback timestamp, the stream's previous one, is the full path's)."""
-        rows = [(r, t.shape) for t in tallies for r in t.records] + [(r, shape) for r, shape, _ in timed]
-        rows.sort(key=_row_offset)
+        rows = [(i, shape) for shape in seg for i in shape.recs or ()] + alerts
+        for shape in seg:
+            shape.recs = None
+        seg.clear()
+        alerts.clear()
+        rows.sort(key=_first_of)  # indices are read order
         holds = self._assembler.holds
-        seg: list[Shape] = []
-        alerts: list[tuple[Record, Shape]] = []
-        for r, shape in rows:
-            if id(r) in bad or holds(stream):  # a held event (a bad line may start a trace) goes on in full
-                if seg or alerts:
-                    self._flush(out, seg, alerts, stream)
-                self._full(r, None, out)
+        part: list[Shape] = []
+        part_alerts: list[tuple[int, Shape]] = []
+        for i, shape in rows:
+            if i in bad or holds(stream):  # a held event (a bad line may start a trace) goes on in full
+                if part or part_alerts:
+                    self._flush(out, part, part_alerts, stream, batch, column)
+                self._full(batch[i], None, out)
             elif shape.alert:
-                alerts.append((r, shape))
+                part_alerts.append((i, shape))
             else:
                 recs = shape.recs
                 if recs is None:
                     shape.recs = recs = []
-                    seg.append(shape)
-                recs.append(r)
-        if seg or alerts:
-            self._flush(out, seg, alerts, stream)
+                    part.append(shape)
+                recs.append(i)
+        if part or part_alerts:
+            self._flush(out, part, part_alerts, stream, batch, column)
 
 
 _DATA = attrgetter("data")
@@ -479,12 +527,8 @@ _ATTRIBUTES = attrgetter("attributes")
 _OFFSET = attrgetter("offset")
 
 
-def _offset(r: Record) -> int:
-    return r.offset
-
-
-def _row_offset(row: tuple[Record, Shape]) -> int:
-    return row[0].offset
+def _first_of(row: tuple[int, Shape]) -> int:
+    return row[0]
 
 
 def _alert_offset(alert: tuple[Record, Shape, float]) -> int:
@@ -637,12 +681,12 @@ class SegmentApplier:
         if levels.count(levels[0]) == len(levels):
             unnamed = fixed.count(None)
             if unnamed == len(fixed):
-                services = self._services(records)
+                services = self._services(list(map(_ATTRIBUTES, records)), records.__getitem__)
             else:
                 services = Counter(f for f in fixed if f is not None)
                 if unnamed:
                     rest = [r for r, f in zip(records, fixed, strict=True) if f is None]
-                    for name, k in self._services(rest).items():
+                    for name, k in self._services(list(map(_ATTRIBUTES, rest)), rest.__getitem__).items():
                         services[name] = services.get(name, 0) + k
             bump(cluster, len(stamps), min(stamps), max(stamps), levels[0], services)
         else:
@@ -751,22 +795,22 @@ class SegmentApplier:
         service = attrs.get("service") if attrs else None
         return service if service else self._decoder.fallback_service(record)
 
-    def _services(self, records: list[Record], tally: Tally | None = None) -> dict[str, int]:
-        """Records per service, for records whose shape has none. The service follows from a record's
-        attributes object (shared per Kafka key), its path and source, which are one per stream: so
-        one lookup per distinct attributes object, and the counting in C. With ``tally`` (all of its
-        records), the number of distinct attributes objects is kept on it."""
-        attrs = list(map(_ATTRIBUTES, records))
+    def _services(self, attrs: list[dict[str, str] | None], record_at: Callable[[int], Record],
+                  tally: Tally | None = None) -> dict[str, int]:
+        """Records per service, for records whose shape has none, from their ``attrs`` (``record_at(i)``
+        is the i-th record). The service follows from a record's attributes object (shared per Kafka
+        key), its path and source, which are one per stream: so one lookup per distinct attributes
+        object, and the counting in C. With ``tally``, the number of distinct ones is kept on it."""
         if attrs.count(attrs[0]) == len(attrs):  # one service (a shared dict compares by identity: C)
             if tally is not None:
                 tally.kinds = 1
-            return {self._service(records[-1]): len(records)}
+            return {self._service(record_at(len(attrs) - 1)): len(attrs)}
         if tally is not None:
             tally.kinds = len(set(map(id, attrs)))
-        last = dict(zip(map(id, attrs), records, strict=True))
+        last = dict(zip(map(id, attrs), range(len(attrs)), strict=True))
         out: dict[str, int] = {}
         for aid, k in Counter(map(id, attrs)).items():
-            service = self._service(last[aid])
+            service = self._service(record_at(last[aid]))
             out[service] = out.get(service, 0) + k
         return out
 
@@ -802,7 +846,11 @@ class SegmentApplier:
         if shape.service is not None:
             services: dict[str, int] = {shape.service: n}
         else:
-            services = self._services(tally.records[lo:hi], None) if lo else self._services(tally.records, tally)
+            records = tally.records
+            if lo:
+                services = self._services(tally.attributes[lo:hi], lambda j: records[lo + j])
+            else:
+                services = self._services(tally.attributes, records.__getitem__, tally)
         self._clusterer.bump(cluster, n, first, last, shape.level, services)
         # Per minute: from the ordered keys, one bisection per minute; else "YYYY-MM-DDTHH:MM" counted in C.
         second = memo.second
@@ -846,19 +894,18 @@ class SegmentApplier:
         after = self._caught
         picked: list[tuple[int, str, bytes]] = []
         for tally in segment.tallies:
-            recs = tally.records
+            recs, offsets = tally.records, tally.offsets
             fixed = tally.shape.service
-            wanted = 1 if fixed is not None else tally.kinds or len(set(map(id, map(_ATTRIBUTES, recs))))
+            wanted = 1 if fixed is not None else tally.kinds or len(set(map(id, tally.attributes)))
             seen: dict[str, int] = {}
-            for j in range(bisect_left(recs, before, key=_offset) - 1, -1, -1):  # read order: sorted
-                r = recs[j]
-                if r.offset <= after:
+            for j in range(bisect_left(offsets, before) - 1, -1, -1):  # read order: sorted
+                if offsets[j] <= after:
                     break
-                service = fixed if fixed is not None else self._service(r)
+                service = fixed if fixed is not None else self._service(recs[j])
                 k = seen.get(service, 0)
                 if k < keep:
                     seen[service] = k + 1
-                    picked.append((r.offset, service, r.data))
+                    picked.append((offsets[j], service, tally.values[j]))
                     if k + 1 == keep:
                         wanted -= 1
                         if wanted <= 0:  # every service of the tally has its lines

@@ -7,8 +7,9 @@ Hot-path values (``Record``, ``Event``, ``Cluster``) are plain dataclasses with 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,6 +105,52 @@ class StreamBatch(list[Record]):
     poll): the pipeline may join a stream's consecutive batches into one."""
 
     __slots__ = ()
+
+
+class RowBatch(Sequence[Record]):
+    """A batch of one stream kept as its source's rows (a Kafka partition's share of a poll), in read
+    order: the columns the repeat-shape lane reads are made up front (``values``, ``offsets``,
+    ``attributes``), a :class:`Record` only when one is asked for (``make(row, value, attributes)``).
+
+    Like :class:`StreamBatch` the pipeline may join a stream's consecutive batches (``extend``). It
+    never carries dead letters: a source that marks records hands out Records.
+    """
+
+    __slots__ = ("_make", "attributes", "offsets", "rows", "stream", "values")
+
+    def __init__(self, stream: str, rows: list[Any], values: list[bytes], offsets: list[int],
+                 attributes: list[dict[str, str] | None],
+                 make: Callable[[Any, bytes, dict[str, str] | None], Record]) -> None:
+        self.stream = stream
+        self.rows = rows
+        self.values = values
+        self.offsets = offsets
+        self.attributes = attributes
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if isinstance(i, slice):
+            return list(map(self._make, self.rows[i], self.values[i], self.attributes[i]))
+        return self._make(self.rows[i], self.values[i], self.attributes[i])
+
+    def __iter__(self) -> Iterator[Record]:
+        return map(self._make, self.rows, self.values, self.attributes)
+
+    def extend(self, other: RowBatch) -> None:
+        """Append a later batch of the same stream (made by the same source)."""
+        self.rows.extend(other.rows)
+        self.values.extend(other.values)
+        self.offsets.extend(other.offsets)
+        self.attributes.extend(other.attributes)
 
 
 @dataclass(slots=True)

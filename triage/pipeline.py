@@ -37,7 +37,7 @@ from triage.accounting import Counters
 from triage.clustering.base import Clusterer
 from triage.detect import Detector
 from triage.fastlane import FastLane, Segment, SegmentApplier, ShapeMemo, ShapeStep
-from triage.model import Checkpoint, Cluster, Event, Finding, Record, StreamBatch
+from triage.model import Checkpoint, Cluster, Event, Finding, Record, RowBatch, StreamBatch
 from triage.parsing import Decoder, MultilineAssembler
 from triage.settings import PipelineSettings
 from triage.store import Store
@@ -51,7 +51,7 @@ log = structlog.get_logger("triage.pipeline")
 # can resolve quiet incidents and remind of firing ones.
 TICK_S = 1.0
 
-RecordItem = list[Record] | Checkpoint
+RecordItem = Sequence[Record] | Checkpoint
 EventItem = Sequence[Event | Segment] | Checkpoint
 
 
@@ -202,11 +202,12 @@ class Pipeline:
                     continue
                 counters.read += len(batch)
                 # Each stream's position: the end of its last record.
-                if isinstance(batch, StreamBatch):
-                    positions[batch[-1].stream] = batch[-1].end
+                if isinstance(batch, StreamBatch | RowBatch):
+                    last_record = batch[-1]
+                    positions[last_record.stream] = last_record.end
                 else:
                     positions.update(zip(map(_STREAM, batch), map(_END, batch), strict=True))  # in C
-                if any(map(_DEAD_LETTER, batch)):  # a reason is a non-empty string
+                if not isinstance(batch, RowBatch) and any(map(_DEAD_LETTER, batch)):  # reason: non-empty
                     batch = await self._dead_letter(source, batch)
                 await out.send(batch)
                 since += len(batch)
@@ -216,7 +217,7 @@ class Pipeline:
                     since, last = 0, now
             await out.send(Checkpoint(source.name, dict(positions), final=True))
 
-    async def _dead_letter(self, source: Source, batch: list[Record]) -> list[Record]:
+    async def _dead_letter(self, source: Source, batch: Sequence[Record]) -> list[Record]:
         """Hand records the source marked to its dead-letter place; pass the others on."""
         keep = []
         for r in batch:
@@ -267,7 +268,7 @@ class Pipeline:
                     await out.send(item)
                     continue
                 if lane is not None:
-                    if isinstance(item, StreamBatch):
+                    if isinstance(item, StreamBatch | RowBatch):
                         # Batches waiting behind this one join it, per stream: longer runs for the lane.
                         batches, lookahead, ended = _join_waiting(item, inp)
                     else:
@@ -394,27 +395,31 @@ def _collector_tuned() -> Iterator[None]:
 JOIN_RECORDS = 16_384  # at most this many records in batches joined by the decode stage
 
 
-def _join_waiting(first: StreamBatch, inp: MemoryObjectReceiveStream[RecordItem]
-                  ) -> tuple[list[list[Record]], RecordItem | None, bool]:
+def _join_waiting(first: StreamBatch | RowBatch, inp: MemoryObjectReceiveStream[RecordItem]
+                  ) -> tuple[list[Sequence[Record]], RecordItem | None, bool]:
     """``first`` and the one-stream batches already waiting in ``inp``, joined per stream.
 
     A stream's batches may be joined across other streams' batches: assembly and the decoder's clock
     are per stream, and the order in which partitions arrive is not defined anyway. Inside a stream
-    the order stays.
-    Stops at a checkpoint or a batch of several streams (returned to be handled next), when nothing
-    waits (or the channel ended: the flag), or at ``JOIN_RECORDS``.
+    the order stays. Stops at a checkpoint or any other batch (returned to be handled next), when
+    nothing waits (or the channel ended: the flag), or at ``JOIN_RECORDS``.
     """
-    by_stream: dict[str, list[Record]] = {}
+    by_stream: dict[str, StreamBatch | RowBatch] = {}
     total = 0
     item: RecordItem = first
     while True:
-        if not isinstance(item, StreamBatch) or not item:
+        if not isinstance(item, StreamBatch | RowBatch) or not item:
             return list(by_stream.values()), item, False
-        run = by_stream.get(item[0].stream)
+        stream = item.stream if isinstance(item, RowBatch) else item[0].stream
+        run = by_stream.get(stream)
         if run is None:
-            by_stream[item[0].stream] = item
-        else:
+            by_stream[stream] = item
+        elif isinstance(run, RowBatch) and isinstance(item, RowBatch):  # noqa: SIM114 - two types, two extends
             run.extend(item)
+        elif isinstance(run, StreamBatch) and isinstance(item, StreamBatch):
+            run.extend(item)
+        else:  # one stream in two kinds of batch: keep them apart
+            return list(by_stream.values()), item, False
         total += len(item)
         if total >= JOIN_RECORDS:
             break

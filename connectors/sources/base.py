@@ -8,7 +8,7 @@ stays out of the hot path. ``commit`` is called by the pipeline only after every
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from triage.model import Record
@@ -18,8 +18,9 @@ from triage.model import Record
 class Source(Protocol):
     name: str
 
-    def batches(self) -> AsyncIterator[list[Record]]:
-        """Yield batches of records; ends when the source is exhausted (replay) or closed."""
+    def batches(self) -> AsyncIterator[Sequence[Record]]:
+        """Yield batches of records (a list, or a ``RowBatch`` that makes its Records on demand); ends
+        when the source is exhausted (replay) or closed."""
         ...
 
     async def commit(self, positions: Mapping[str, int]) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import anyio
@@ -46,7 +47,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError,
 
 from connectors.kafka_common import client_kwargs, translate
 from triage.errors import SourceError
-from triage.model import Record, StreamBatch
+from triage.model import Record, RowBatch, StreamBatch
 from triage.settings import KafkaSettings
 
 log = structlog.get_logger("triage.kafka.source")
@@ -61,6 +62,12 @@ _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27)) + b"\x7f"
 _ATTR_CACHE_MAX = 4096
 
 RebalanceHook = Callable[[frozenset[str], frozenset[str]], None]
+
+
+_VALUE = attrgetter("value")
+_OFFSET = attrgetter("offset")
+_KEY = attrgetter("key")
+_HEADERS = attrgetter("headers")
 
 
 def looks_binary(value: bytes) -> bool:
@@ -176,7 +183,7 @@ class KafkaSource:
 
     # --- Source -----------------------------------------------------------------------------------
 
-    async def batches(self) -> AsyncIterator[list[Record]]:
+    async def batches(self) -> AsyncIterator[Sequence[Record]]:
         consumer = await self._start()
         max_records = self.settings.max_poll_records
         timeout_ms = self.settings.poll_timeout_ms
@@ -354,14 +361,13 @@ class KafkaSource:
             self._producer = producer
         return self._producer
 
-    def _records(self, data: Mapping[TopicPartition, list[Any]]) -> list[StreamBatch]:
+    def _records(self, data: Mapping[TopicPartition, list[Any]]) -> list[StreamBatch | RowBatch]:
         """The records of one poll, one batch per partition."""
-        batches: list[StreamBatch] = []
+        batches: list[StreamBatch | RowBatch] = []
         now = self._clock()
         max_bytes = self.settings.max_record_bytes
         dead_letters = bool(self.settings.dead_letter_topic)
         consumer = self._consumer
-        cache = self._attr_cache
         name = self.name
         for tp, msgs in data.items():
             part = self._parts.get(tp)
@@ -369,14 +375,11 @@ class KafkaSource:
                 continue  # revoked meanwhile: its next owner reads these from the last commit
             stream = self._stream(tp)
             attributes = self._attributes_of
-            out = StreamBatch()
-            batches.append(out)
-            if not dead_letters:  # the common case, as one comprehension (no bytecode between records)
-                out.extend([Record(m.value if m.value is not None else b"", name, stream, m.offset, m.offset + 1,
-                                   m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else now, "",
-                                   (not m.headers and cache.get(m.key)) or attributes(m.key, m.headers))
-                            for m in msgs])
+            if not dead_letters:  # the common case: columns made in C, a Record only when one is needed
+                batches.append(self._row_batch(stream, msgs, now))
             else:
+                out = StreamBatch()
+                batches.append(out)
                 for m in msgs:
                     value = m.value if m.value is not None else b""  # a tombstone: counted blank
                     ts = m.timestamp
@@ -397,6 +400,29 @@ class KafkaSource:
                 part.paused = True
                 consumer.pause(tp)
         return batches
+
+    def _row_batch(self, stream: str, msgs: list[Any], now: float) -> RowBatch:
+        """One partition's messages as a :class:`RowBatch`: values, offsets and attributes (one shared
+        dict per key) as columns; ``make`` turns a message into a Record when the pipeline asks."""
+        values: list[bytes] = list(map(_VALUE, msgs))
+        if None in values:  # tombstones: no log line (the decoder counts them blank)
+            values = [v if v is not None else b"" for v in values]
+        offsets: list[int] = list(map(_OFFSET, msgs))
+        attributes_of = self._attributes_of
+        if any(map(_HEADERS, msgs)):
+            attrs = [attributes_of(m.key, m.headers) for m in msgs]
+        else:
+            attrs = list(map(self._attr_cache.get, map(_KEY, msgs)))
+            if None in attrs:  # a key not cached yet (or no key)
+                attrs = [a if a is not None else attributes_of(m.key, ()) for a, m in zip(attrs, msgs, strict=True)]
+        name = self.name
+
+        def make(m: Any, value: bytes, attributes: dict[str, str] | None) -> Record:
+            ts = m.timestamp
+            return Record(value, name, stream, m.offset, m.offset + 1, ts / 1000 if ts and ts > 0 else now, "",
+                          attributes)
+
+        return RowBatch(stream, msgs, values, offsets, attrs, make)
 
     def _attributes_of(self, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> dict[str, str] | None:
         """A message's key and headers as attributes (keyed without headers: one shared dict per key)."""
