@@ -2,7 +2,7 @@
 
 Both read the same topic from the same broker in the same run (each with a fresh consumer group), so
 the ratio holds on a noisy machine. The triage side is the real pipeline (``triage.app.build``) with no
-sinks and default settings (the repeat-shape lane on: ``triage/fastlane.py``), in replay mode: it ends
+sinks and default settings (the repeat-shape lane on: ``triage/fastlane/``), in replay mode: it ends
 once every partition is read to its high-water mark, after the final checkpoint (store flush and
 commit). The raw side is a plain aiokafka consumer polling ``getmany`` with the same batch size,
 reading the value of every record and committing at the end. Both clocks start at the first record.

@@ -106,7 +106,7 @@ class Pipeline:
             self.counters, max_event_lines=settings.max_event_lines, max_event_bytes=settings.max_event_bytes,
             clock=clock,
         )
-        # The repeat-shape lane (triage/fastlane.py), when every step can vouch for shapes.
+        # The repeat-shape lane (triage/fastlane/), when every step can vouch for shapes.
         self._lane: FastLane | None = None
         self._segments: SegmentApplier | None = None
         if settings.fast_lane and all(isinstance(step, ShapeStep) for step in self.steps):

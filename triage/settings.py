@@ -46,7 +46,7 @@ class PipelineSettings(_Section):
     checkpoint_interval_s: float = Field(5.0, gt=0, le=3600)
     checkpoint_records: int = Field(50_000, ge=1)
     fast_lane: bool = Field(True, description="records of a known line shape skip decoding and mining "
-                                               "(counted in bulk; see triage/fastlane.py)")
+                                               "(counted in bulk; see triage/fastlane/)")
     multiline_quiet_ms: int = Field(200, ge=1, le=60_000, description="flush a pending trace after this quiet time")
     max_event_lines: int = Field(500, ge=1, le=100_000)
     max_event_bytes: int = Field(256 * 1024, ge=1024)
