@@ -21,6 +21,7 @@ from triage.summarize.context import ContextCollector
 FindingSink = Callable[[Finding], None]
 _ATTRIBUTES = attrgetter("attributes")
 _OFFSET = attrgetter("offset")
+_END = 1 << 62  # an offset past every record (the segment's end)
 
 
 def _alert_offset(alert: tuple[Record, Shape, float]) -> int:
@@ -87,7 +88,7 @@ class SegmentApplier:
             for tally in segment.tallies:
                 self._tally(segment, tally)
             self._sync_all()
-            self._lines(segment, 1 << 62)
+            self._lines(segment, _END)
             self._counters.clustered += len(segment)
         finally:
             self._segment = None
@@ -383,18 +384,21 @@ class SegmentApplier:
         after = self._caught
         picked: list[tuple[int, str, bytes]] = []
         for tally in segment.tallies:
-            recs, offsets = tally.records, tally.offsets
+            recs = tally.records
             fixed = tally.shape.service
             wanted = 1 if fixed is not None else tally.kinds or len(set(map(id, tally.attributes)))
             seen: dict[str, int] = {}
-            for j in range(bisect_left(offsets, before) - 1, -1, -1):  # read order: sorted
-                if offsets[j] <= after:
+            # Read order is offset order; at the segment's end (no bound) start from the last record.
+            top = len(recs) if before >= _END else bisect_left(tally.offsets, before)
+            for j in range(top - 1, -1, -1):
+                r = recs[j]
+                if r.offset <= after:
                     break
-                service = fixed if fixed is not None else self._service(recs[j])
+                service = fixed if fixed is not None else self._service(r)
                 k = seen.get(service, 0)
                 if k < keep:
                     seen[service] = k + 1
-                    picked.append((offsets[j], service, tally.values[j]))
+                    picked.append((r.offset, service, tally.values[j]))
                     if k + 1 == keep:
                         wanted -= 1
                         if wanted <= 0:  # every service of the tally has its lines

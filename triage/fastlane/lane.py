@@ -41,19 +41,51 @@ class Rows(Sequence[Record]):
 
 
 class Tally:
-    """The records of one quiet shape in one segment, in read order, with the columns counted in bulk."""
+    """The records of one quiet shape in one segment, in read order, with the columns counted in bulk.
 
-    __slots__ = ("attributes", "keys", "kinds", "offsets", "records", "shape", "values")
+    ``offsets`` and ``attributes`` are made when first read (from the batch's columns, or from the
+    Records): most tallies need only their last few.
+    """
+
+    __slots__ = ("_attributes", "_offsets", "_rows", "keys", "kinds", "records", "shape", "values")
 
     def __init__(self, shape: Shape, records: Sequence[Record], values: list[bytes], keys: list[bytes],
-                 offsets: list[int], attributes: list[dict[str, str] | None]) -> None:
+                 rows: tuple[RowBatch, list[int]] | None = None) -> None:
         self.shape = shape
         self.records = records
         self.values = values
         self.keys = keys  # each record's date and time to the second (validated)
-        self.offsets = offsets
-        self.attributes = attributes
         self.kinds = 0  # distinct attributes objects among the records (0: not counted yet)
+        self._rows = rows  # the RowBatch and indices the records come from (None: Records)
+        self._offsets: list[int] | None = None
+        self._attributes: list[dict[str, str] | None] | None = None
+
+    @property
+    def offsets(self) -> list[int]:
+        if self._offsets is None:
+            if self._rows is not None:
+                batch, idx = self._rows
+                self._offsets = list(map(batch.offsets.__getitem__, idx))
+            else:
+                self._offsets = list(map(_OFFSET, self.records))
+        return self._offsets
+
+    @property
+    def attributes(self) -> list[dict[str, str] | None]:
+        if self._attributes is None:
+            if self._rows is not None:
+                batch, idx = self._rows
+                self._attributes = list(map(batch.attributes.__getitem__, idx))
+            else:
+                self._attributes = list(map(_ATTRIBUTES, self.records))
+        return self._attributes
+
+    @property
+    def last_offset(self) -> int:
+        if self._rows is not None:
+            batch, idx = self._rows
+            return batch.offsets[idx[-1]]
+        return self.records[-1].offset
 
 
 class Segment:
@@ -211,14 +243,9 @@ class FastLane:
                     if v[a:se] in invalid or (zone is not None and v[shape.za:shape.zb] != zone):
                         bad.add(i)
             if rows is not None:
-                offsets = list(map(rows.offsets.__getitem__, idx))
-                attributes = list(map(rows.attributes.__getitem__, idx))
-                records: Sequence[Record] = Rows(batch, idx)
+                tallies.append(Tally(shape, Rows(batch, idx), values, keys, (rows, idx)))
             else:
-                records = list(map(batch.__getitem__, idx))
-                offsets = list(map(_OFFSET, records))
-                attributes = list(map(_ATTRIBUTES, records))
-            tallies.append(Tally(shape, records, values, keys, offsets, attributes))
+                tallies.append(Tally(shape, list(map(batch.__getitem__, idx)), values, keys))
         timed: list[tuple[Record, Shape, float]] = []
         seconds = memo.seconds
         for i, shape in alerts:  # memo.timestamp, inlined: these run one per alert record
@@ -245,8 +272,9 @@ class FastLane:
         segment = Segment(stream, tallies, timed)
         last, last_shape, last_offset = b"", None, -1
         for t in tallies:
-            if t.offsets[-1] > last_offset:
-                last, last_shape, last_offset = t.values[-1], t.shape, t.offsets[-1]
+            offset = t.last_offset
+            if offset > last_offset:
+                last, last_shape, last_offset = t.values[-1], t.shape, offset
         if timed and timed[-1][0].offset > last_offset:
             last, last_shape = timed[-1][0].data, timed[-1][1]
         ts = memo.timestamp(last_shape, last) if last_shape is not None else None
