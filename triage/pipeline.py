@@ -106,14 +106,14 @@ class Pipeline:
             self.counters, max_event_lines=settings.max_event_lines, max_event_bytes=settings.max_event_bytes,
             clock=clock,
         )
-        # The repeat-shape lane (triage/fastlane/), when every step can vouch for shapes.
-        self._lane: FastLane | None = None
+        # The decode stage's loop, with the repeat-shape lane (triage/fastlane/) when it is on and every
+        # step can vouch for shapes.
+        self._lane = FastLane(ShapeMemo(max_line_bytes=max_line_bytes) if settings.fast_lane else None,
+                              self._decoder, self._assembler, self.steps, self.counters, min_level=detector.min_level)
         self._segments: SegmentApplier | None = None
-        if settings.fast_lane and all(isinstance(step, ShapeStep) for step in self.steps):
-            memo = ShapeMemo(max_line_bytes=max_line_bytes)
-            shape_steps: list[ShapeStep] = [step for step in self.steps if isinstance(step, ShapeStep)]
-            self._lane = FastLane(memo, self._decoder, self._assembler, shape_steps, self.counters,
-                                  min_level=detector.min_level)
+        memo = self._lane.memo
+        if memo is not None:
+            shape_steps = [step for step in self.steps if isinstance(step, ShapeStep)]
             self._segments = SegmentApplier(memo, self._decoder, shape_steps, clusterer, store, detector,
                                             self.context, self.counters, context_lines=self.context.lines,
                                             on_created=self._created)
@@ -127,7 +127,7 @@ class Pipeline:
     @property
     def lane_records(self) -> int:
         """Records the repeat-shape lane counted (the rest took the full path)."""
-        return self._lane.records if self._lane is not None else 0
+        return self._lane.records
 
     # --- control ----------------------------------------------------------------------------------
 
@@ -231,7 +231,8 @@ class Pipeline:
         return keep
 
     async def _decode(self, inp: MemoryObjectReceiveStream[RecordItem], out: ObjectSendStream[EventItem]) -> None:
-        decoder, assembler, steps, lane = self._decoder, self._assembler, self.steps, self._lane
+        assembler, steps, lane = self._assembler, self.steps, self._lane
+        join = lane.memo is not None
         quiet = self.settings.multiline_quiet_ms / 1000
         lookahead: RecordItem | None = None  # taken from the channel while joining batches
         ended = False
@@ -267,24 +268,15 @@ class Pipeline:
                     _lower_positions(item.positions, assembler.pending_offsets())
                     await out.send(item)
                     continue
-                if lane is not None:
-                    if isinstance(item, StreamBatch | RowBatch):
-                        # Batches waiting behind this one join it, per stream: longer runs for the lane.
-                        batches, lookahead, ended = _join_waiting(item, inp)
-                    else:
-                        batches = [item]
-                    for batch in batches:
-                        processed = lane.process(batch)
-                        if processed:
-                            await out.send(processed)
-                    continue
-                events: list[Event] = []
-                for record in item:
-                    event = decoder(record)
-                    if event is not None:
-                        events.extend(assembler.push(event))
-                if events:
-                    await out.send(_apply(steps, events))
+                if join and isinstance(item, StreamBatch | RowBatch):
+                    # Batches waiting behind this one join it, per stream: longer runs for the lane.
+                    batches, lookahead, ended = _join_waiting(item, inp)
+                else:
+                    batches = [item]
+                for batch in batches:
+                    processed = lane.process(batch)
+                    if processed:
+                        await out.send(processed)
             done = assembler.flush_all()
             if done:
                 await out.send(_apply(steps, done))

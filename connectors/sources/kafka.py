@@ -368,30 +368,26 @@ class KafkaSource:
         max_bytes = self.settings.max_record_bytes
         dead_letters = bool(self.settings.dead_letter_topic)
         consumer = self._consumer
-        name = self.name
         for tp, msgs in data.items():
             part = self._parts.get(tp)
             if part is None or part.revoking or not msgs:
                 continue  # revoked meanwhile: its next owner reads these from the last commit
             stream = self._stream(tp)
-            attributes = self._attributes_of
+            make = self._maker(stream, now)
             if not dead_letters:  # the common case: columns made in C, a Record only when one is needed
-                batches.append(self._row_batch(stream, msgs, now))
+                batches.append(self._row_batch(stream, msgs, make))
             else:
                 out = StreamBatch()
                 batches.append(out)
                 for m in msgs:
                     value = m.value if m.value is not None else b""  # a tombstone: counted blank
-                    ts = m.timestamp
-                    offset = m.offset
-                    r = Record(value, name, stream, offset, offset + 1, ts / 1000 if ts and ts > 0 else now, "",
-                               attributes(m.key, m.headers))
+                    r = make(m, value, self._attributes_of(m.key, m.headers))
                     if len(value) > max_bytes:
                         r.dead_letter = "oversized"
                     elif looks_binary(value):
                         r.dead_letter = "undecodable"
                     if r.dead_letter is not None:
-                        self._dlq_meta[(stream, offset)] = (m.key, list(m.headers))
+                        self._dlq_meta[(stream, m.offset)] = (m.key, list(m.headers))
                     out.append(r)
             if part.first < 0:
                 part.first = msgs[0].offset
@@ -401,7 +397,19 @@ class KafkaSource:
                 consumer.pause(tp)
         return batches
 
-    def _row_batch(self, stream: str, msgs: list[Any], now: float) -> RowBatch:
+    def _maker(self, stream: str, now: float) -> Callable[[Any, bytes, dict[str, str] | None], Record]:
+        """How a message of ``stream`` becomes a Record (``now``: its time when it has none)."""
+        name = self.name
+
+        def make(m: Any, value: bytes, attributes: dict[str, str] | None) -> Record:
+            ts = m.timestamp
+            return Record(value, name, stream, m.offset, m.offset + 1, ts / 1000 if ts and ts > 0 else now, "",
+                          attributes)
+
+        return make
+
+    def _row_batch(self, stream: str, msgs: list[Any],
+                   make: Callable[[Any, bytes, dict[str, str] | None], Record]) -> RowBatch:
         """One partition's messages as a :class:`RowBatch`: values, offsets and attributes (one shared
         dict per key) as columns; ``make`` turns a message into a Record when the pipeline asks."""
         values: list[bytes] = list(map(_VALUE, msgs))
@@ -415,13 +423,6 @@ class KafkaSource:
             attrs = list(map(self._attr_cache.get, map(_KEY, msgs)))
             if None in attrs:  # a key not cached yet (or no key)
                 attrs = [a if a is not None else attributes_of(m.key, ()) for a, m in zip(attrs, msgs, strict=True)]
-        name = self.name
-
-        def make(m: Any, value: bytes, attributes: dict[str, str] | None) -> Record:
-            ts = m.timestamp
-            return Record(value, name, stream, m.offset, m.offset + 1, ts / 1000 if ts and ts > 0 else now, "",
-                          attributes)
-
         return RowBatch(stream, msgs, values, offsets, attrs, make)
 
     def _attributes_of(self, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> dict[str, str] | None:

@@ -130,27 +130,9 @@ class Detector:
             return self._clock()
         return self._log_now + max(0.0, self._clock() - self._wall_at)
 
-    def _advance(self, stream: str, ts: float) -> None:
-        wall = self._clock()
-        seen = self._streams.get(stream)
-        if seen is None or ts > seen[0]:
-            self._streams[stream] = (ts, wall)
-            self._streams.move_to_end(stream)
-            if len(self._streams) > 4096:
-                self._streams.popitem(last=False)
-        if self._log_now is None or ts > self._log_now:
-            self._log_now = ts
-            self._wall_at = wall
-
-    # --- events ----------------------------------------------------------------------------------
-
-    def observe(self, event: Event, match: Match) -> list[Finding]:
-        """Findings caused by one event (usually none)."""
-        return self.observe_at(event.stream, event.timestamp, event.level, match.cluster)
-
-    def observe_at(self, stream: str, ts: float, level: Level, cluster: Cluster) -> list[Finding]:
-        """:meth:`observe` for an event given by its stream, timestamp and level (no Event needed)."""
-        # _advance and now(stream) in one, reading the clock once (this runs for every event).
+    def _advance(self, stream: str, ts: float) -> float:
+        """Move the stream's clock (and the global one) to ``ts``; return the stream's detection time,
+        with the wall clock read once (this runs for every event)."""
         wall = self._clock()
         streams = self._streams
         seen = streams.get(stream)
@@ -162,7 +144,17 @@ class Detector:
         if self._log_now is None or ts > self._log_now:
             self._log_now = ts
             self._wall_at = wall
-        now = seen[0] + max(0.0, wall - seen[1])
+        return seen[0] + max(0.0, wall - seen[1])
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def observe(self, event: Event, match: Match) -> list[Finding]:
+        """Findings caused by one event (usually none)."""
+        return self.observe_at(event.stream, event.timestamp, event.level, match.cluster)
+
+    def observe_at(self, stream: str, ts: float, level: Level, cluster: Cluster) -> list[Finding]:
+        """:meth:`observe` for an event given by its stream, timestamp and level (no Event needed)."""
+        now = self._advance(stream, ts)
         incident_id = self._variant_of.get(cluster.id, cluster.id)
         incident = self._incidents.get(incident_id)
         if incident is not None:

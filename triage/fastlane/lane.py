@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from typing import overload
 
@@ -105,8 +105,8 @@ class Segment:
 class FastLane:
     """The decode stage's loop: records of known shapes into segments, the others down the full path."""
 
-    __slots__ = ("_assembler", "_counters", "_decoder", "_memo", "_min_level", "_off_for", "_seen", "_steps",
-                 "_window_hits", "records")
+    __slots__ = ("_assembler", "_counters", "_decoder", "_memo", "_min_level", "_off_for", "_on", "_seen",
+                 "_steps", "_vouchers", "_window_hits", "records")
 
     # Where shapes do not repeat (an id with letters in every line) the lane only costs: after a window
     # of PROBE records of which less than 1/20 took it, the next OFF_FOR records skip it entirely (the
@@ -114,21 +114,32 @@ class FastLane:
     PROBE = 4_096
     OFF_FOR = 8 * PROBE
 
-    def __init__(self, memo: ShapeMemo, decoder: Decoder, assembler: MultilineAssembler,
-                 steps: Sequence[ShapeStep], counters: Counters, *, min_level: Level) -> None:
+    def __init__(self, memo: ShapeMemo | None, decoder: Decoder, assembler: MultilineAssembler,
+                 steps: Sequence[Callable[[Event], Event]], counters: Counters, *, min_level: Level) -> None:
+        """Without ``memo``, or with a step that cannot vouch for shapes (:class:`ShapeStep`), every
+        record takes the full path (the lane is off)."""
         self.records = 0  # records that took the lane (the rest took the full path)
-        self._memo = memo
+        self._steps = list(steps)
+        self._vouchers = [step for step in self._steps if isinstance(step, ShapeStep)]
+        self._on = memo is not None and len(self._vouchers) == len(self._steps)
+        self._memo = memo if memo is not None else ShapeMemo()
         self._decoder = decoder
         self._assembler = assembler
-        self._steps = list(steps)
         self._counters = counters
         self._min_level = min_level
         self._seen = 0  # records of the current probe window
         self._window_hits = 0
         self._off_for = 0  # records left that skip the lane
 
+    @property
+    def memo(self) -> ShapeMemo | None:
+        """The shapes the lane knows; None when the lane is off."""
+        return self._memo if self._on else None
+
     def process(self, batch: Sequence[Record]) -> list[Event | Segment]:
         """Events of the full path and segments, in read order (see the module docstring)."""
+        if not self._on:
+            return self._plain(batch)
         if self._off_for > 0:
             self._off_for -= len(batch)
             return self._plain(batch)
@@ -143,7 +154,7 @@ class FastLane:
         return out
 
     def _plain(self, batch: Sequence[Record]) -> list[Event | Segment]:
-        """The full path for every record, learning nothing (the pipeline's loop without the lane)."""
+        """The full path for every record, learning nothing."""
         out: list[Event | Segment] = []
         decoder, push, steps = self._decoder, self._assembler.push, self._steps
         for r in batch:
@@ -211,7 +222,7 @@ class FastLane:
         done = self._assembler.push(event)
         ts_text = plan.ts_text if plan is not None and plan.digit_free else None
         learn = (key is not None and ts_text is not None and len(done) == 1 and done[0] is event
-                 and self._memo.seen_before(key) and all(s.leaves_shape_alone(event) for s in self._steps))
+                 and self._memo.seen_before(key) and all(s.leaves_shape_alone(event) for s in self._vouchers))
         for e in done:
             for step in self._steps:
                 e = step(e)
@@ -247,19 +258,13 @@ class FastLane:
             else:
                 tallies.append(Tally(shape, list(map(batch.__getitem__, idx)), values, keys))
         timed: list[tuple[Record, Shape, float]] = []
-        seconds = memo.seconds
-        for i, shape in alerts:  # memo.timestamp, inlined: these run one per alert record
-            v = column[i]
-            sec = seconds.get(v[shape.a:shape.sec_end])
-            if sec is None:
-                sec = memo.second(v[shape.a:shape.sec_end])
-            if sec is None or (shape.zone is not None and v[shape.za:shape.zb] != shape.zone):
+        timestamp = memo.timestamp
+        for i, shape in alerts:
+            ts = timestamp(shape, column[i])
+            if ts is None:
                 bad.add(i)
-                continue
-            micros = (sec - shape.zone_s) * 1_000_000
-            if shape.scale:
-                micros += int(v[shape.fa:shape.fb]) * shape.scale
-            timed.append((batch[i], shape, micros / 1_000_000))
+            else:
+                timed.append((batch[i], shape, ts))
         if bad:
             self._replay(out, seg, alerts, bad, stream, batch, column)
             return

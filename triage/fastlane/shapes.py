@@ -103,9 +103,13 @@ class ShapeMemo:
         return keys & self._invalid
 
     def timestamp(self, shape: Shape, value: bytes) -> float | None:
-        """The timestamp of a record of ``shape``, as the decoder computes it (None when invalid)."""
-        sec = self.second(value[shape.a:shape.sec_end])
+        """The timestamp of a record of ``shape``, as the decoder computes it (None when invalid or in
+        another zone than the shape's)."""
+        key = value[shape.a:shape.sec_end]
+        sec = self.seconds.get(key)  # the common case without a call
         if sec is None:
+            sec = self.second(key)
+        if sec is None or (shape.zone is not None and value[shape.za:shape.zb] != shape.zone):
             return None
         micros = (sec - shape.zone_s) * 1_000_000
         if shape.scale:
